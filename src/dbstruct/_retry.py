@@ -1,0 +1,167 @@
+"""One attempt loop for the sync and async clients, written once, free of I/O.
+
+:func:`attempts` is a generator: it yields :class:`Send` (make this request) or
+:class:`Sleep` (wait this long) and is sent back the completion or the translated exception.
+The sync client drives it with ``time.sleep`` and a blocking call, the async client with
+``asyncio.sleep`` and ``await``; so both retry, back off and re-ask identically.
+
+What is retried, and how:
+
+| failure                                    | retried | wait                                     |
+|--------------------------------------------|---------|------------------------------------------|
+| invalid answer (JSON, schema, tool call)   | re-ask  | none: the next request carries the error |
+| 429                                        | yes     | Retry-After / body ``retry_after``, else backoff |
+| 5xx, timeout, dropped connection           | yes     | exponential backoff with full jitter     |
+| 400, 401, 403, 404                         | no      | raised at once                           |
+| refusal, finish_reason=length              | no      | the same request would end the same way  |
+
+Attempts are at most ``1 + max_retries``, and no wait runs past the total deadline.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Generator
+from dataclasses import dataclass, field
+from typing import Any
+
+from dbstruct.errors import (
+    DbstructError,
+    IncompleteOutputError,
+    InvalidOutputError,
+    OutputError,
+    RateLimitError,
+    RefusalError,
+    RetriesExhaustedError,
+    Usage,
+)
+from dbstruct.modes import Mode, ResponseTarget, parse_completion, reask_messages
+
+__all__ = ["Outcome", "RetryPolicy", "Send", "Sleep", "attempts"]
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    max_retries: int = 3
+    #: seconds for the whole call, waits included
+    deadline: float = 600.0
+    backoff_base: float = 0.5
+    backoff_max: float = 30.0
+
+    def backoff(self, retry: int) -> float:
+        """Full-jitter exponential backoff (AWS architecture blog's recommendation)."""
+        ceiling = min(self.backoff_max, self.backoff_base * (2 ** (retry - 1)))
+        return random.uniform(ceiling / 2, ceiling)
+
+
+@dataclass(frozen=True)
+class Send:
+    request: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Sleep:
+    seconds: float
+
+
+@dataclass
+class Outcome:
+    """What one create() produced: the value or the error, with its cost."""
+
+    value: Any = None
+    error: DbstructError | None = None
+    completion: Any = None
+    attempts: int = 0
+    usage: Usage = field(default_factory=Usage)
+    latency_s: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+def attempts(
+    mode: Mode,
+    target: ResponseTarget,
+    request: dict[str, Any],
+    policy: RetryPolicy,
+    *,
+    endpoint: str,
+    context: Any = None,
+) -> Generator[Send | Sleep, Any, Outcome]:
+    """Drive one structured call; see the module docstring for the rules."""
+    started = time.monotonic()
+    usage = Usage()
+    first_messages = request["messages"]
+    last_error: DbstructError | None = None
+    last_raw: str | None = None
+    last_completion: Any = None
+    attempt = 0
+    while True:
+        attempt += 1
+        answer = yield Send(request)
+        if isinstance(answer, DbstructError):
+            error = answer
+            if not getattr(error, "retryable", False):
+                return _failed(error, attempt, usage, started, last_completion)
+        else:
+            last_completion = answer
+            usage.add(getattr(answer, "usage", None))
+            try:
+                value = parse_completion(mode, target, answer, context)
+            except OutputError as e:
+                error = e
+                last_raw = e.raw
+                if isinstance(e, (RefusalError, IncompleteOutputError)):
+                    return _failed(e, attempt, usage, started, answer)
+                request = {**request, "messages": reask_messages(mode, first_messages, answer, e)}
+            else:
+                _set_usage(answer, usage)
+                return Outcome(value, None, answer, attempt, usage, time.monotonic() - started)
+        last_error = error
+        elapsed = time.monotonic() - started
+        wait = _wait(error, attempt, policy)
+        if attempt > policy.max_retries or elapsed + wait >= policy.deadline:
+            why = "retries" if attempt > policy.max_retries else "deadline"
+            exhausted = RetriesExhaustedError(
+                f"{endpoint}: gave up after {attempt} attempt(s) ({why} exhausted); "
+                f"last error: {type(last_error).__name__}: {last_error}",
+                attempts=attempt,
+                last_error=last_error,
+                last_raw=last_raw,
+                usage=usage,
+                endpoint=endpoint,
+            )
+            return _failed(exhausted, attempt, usage, started, last_completion)
+        if wait > 0:
+            yield Sleep(wait)
+
+
+def _wait(error: DbstructError, attempt: int, policy: RetryPolicy) -> float:
+    if isinstance(error, InvalidOutputError):
+        return 0.0  # the re-ask itself is the remedy
+    if isinstance(error, RateLimitError) and error.retry_after is not None:
+        return max(0.0, error.retry_after)
+    return policy.backoff(attempt)
+
+
+def _failed(
+    error: DbstructError, attempt: int, usage: Usage, started: float, completion: Any
+) -> Outcome:
+    if isinstance(error, RetriesExhaustedError):
+        error.usage = usage
+    return Outcome(None, error, completion, attempt, usage, time.monotonic() - started)
+
+
+def _set_usage(completion: Any, usage: Usage) -> None:
+    """Make the completion report the tokens of every attempt, not just the last."""
+    current = getattr(completion, "usage", None)
+    if current is None:
+        return
+    try:
+        current.prompt_tokens = usage.prompt_tokens
+        current.completion_tokens = usage.completion_tokens
+        current.total_tokens = usage.total_tokens
+    except (AttributeError, TypeError, ValueError):  # a frozen or foreign usage object
+        pass

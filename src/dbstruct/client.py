@@ -1,0 +1,342 @@
+"""Structured-output clients for Databricks model serving endpoints, sync and async.
+
+Both clients run the same attempt loop (:mod:`dbstruct._retry`); they differ only in how
+they wait and send. The ``openai`` SDK does the HTTP (its own retries off, ours on), and the
+bearer token is applied to every request, so a refreshing credential stays fresh.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import time
+from collections.abc import Generator, Sequence
+from typing import Any, Generic, TypeVar
+
+import openai
+
+from dbstruct._retry import Outcome, RetryPolicy, Send, Sleep, attempts
+from dbstruct.auth import Credentials, redact
+from dbstruct.errors import (
+    AuthenticationError,
+    BadRequestError,
+    DbstructError,
+    EndpointError,
+    EndpointNotFoundError,
+    InputError,
+    PermissionDeniedError,
+    RateLimitError,
+    ServerError,
+    TransportError,
+)
+from dbstruct.modes import Message, Mode, ResponseTarget, build_request
+
+__all__ = ["MAX_PAYLOAD_BYTES", "AsyncStructuredClient", "Outcome", "StructuredClient", "translate"]
+
+# https://docs.databricks.com/aws/en/machine-learning/model-serving/model-serving-limits
+# (Foundation Model APIs: request payload up to 4 MB); checked before sending, per row.
+MAX_PAYLOAD_BYTES = 4 * 1024 * 1024
+_CHEAP_SIZE_LIMIT = MAX_PAYLOAD_BYTES // 8  # below this many characters no exact check
+
+C = TypeVar("C", openai.OpenAI, openai.AsyncOpenAI)
+
+
+class _Base(Generic[C]):
+    def __init__(
+        self,
+        openai_client: C,
+        *,
+        endpoint: str,
+        mode: Mode,
+        credentials: Credentials,
+        policy: RetryPolicy,
+        defaults: dict[str, Any],
+    ) -> None:
+        self._openai = openai_client
+        self.endpoint = endpoint
+        self.mode = mode
+        self.credentials = credentials
+        self.policy = policy
+        self.defaults = dict(defaults)
+
+    def __repr__(self) -> str:
+        return (
+            f"{type(self).__name__}(endpoint={self.endpoint!r}, mode={self.mode}, "
+            f"base_url={self.credentials.base_url!r}, auth={self.credentials.source!r})"
+        )
+
+    @property
+    def chat(self) -> _Chat:
+        """``client.chat.completions.create(...)``, as with instructor."""
+        return _Chat(self)
+
+    def _plan(
+        self,
+        response_model: Any,
+        messages: Sequence[Message],
+        max_retries: int | None,
+        validation_context: Any,
+        kwargs: dict[str, Any],
+    ) -> Generator[Send | Sleep, Any, Outcome]:
+        target = ResponseTarget.of(response_model)
+        endpoint = kwargs.pop("model", None) or self.endpoint
+        request = {**self.defaults, **kwargs, **build_request(self.mode, target, messages)}
+        request["model"] = endpoint
+        _check_size(request, endpoint)
+        policy = self.policy
+        if max_retries is not None:
+            policy = RetryPolicy(max_retries, policy.deadline, policy.backoff_base, policy.backoff_max)
+        return attempts(
+            self.mode, target, request, policy, endpoint=endpoint, context=validation_context
+        )
+
+    def _send_kwargs(self, request: dict[str, Any]) -> dict[str, Any]:
+        return {**request, "extra_headers": self.credentials.headers()}
+
+
+def _raise(outcome: Outcome) -> Any:
+    if outcome.error is not None:
+        raise outcome.error
+    return outcome.value
+
+
+class StructuredClient(_Base[openai.OpenAI]):
+    """Blocking client; build it with :func:`dbstruct.from_provider`.
+
+    >>> user = client.create(response_model=UserExtract, messages=[{"role": "user", "content": "jason is 25"}])
+    """
+
+    def create(
+        self,
+        response_model: Any,
+        messages: Sequence[Message],
+        *,
+        max_retries: int | None = None,
+        validation_context: Any = None,
+        **kwargs: Any,
+    ) -> Any:
+        """A validated ``response_model`` instance (a list of them for PARALLEL_TOOLS)."""
+        return _raise(self.extract(response_model, messages, max_retries, validation_context, **kwargs))
+
+    def create_with_completion(
+        self,
+        response_model: Any,
+        messages: Sequence[Message],
+        *,
+        max_retries: int | None = None,
+        validation_context: Any = None,
+        **kwargs: Any,
+    ) -> tuple[Any, Any]:
+        """The validated answer and the raw completion (usage summed over attempts)."""
+        outcome = self.extract(response_model, messages, max_retries, validation_context, **kwargs)
+        return _raise(outcome), outcome.completion
+
+    def extract(
+        self,
+        response_model: Any,
+        messages: Sequence[Message],
+        max_retries: int | None = None,
+        validation_context: Any = None,
+        **kwargs: Any,
+    ) -> Outcome:
+        """Like :meth:`create`, but returns an :class:`Outcome` instead of raising per-call errors."""
+        try:
+            plan = self._plan(response_model, messages, max_retries, validation_context, kwargs)
+        except InputError as e:
+            return Outcome(error=e)
+        step = next(plan)
+        while True:
+            answer: Any = None
+            if isinstance(step, Sleep):
+                time.sleep(step.seconds)
+            else:
+                try:
+                    answer = self._openai.chat.completions.create(**self._send_kwargs(step.request))
+                except openai.APIError as e:
+                    answer = translate(e, step.request["model"], self.credentials)
+            try:
+                step = plan.send(answer)
+            except StopIteration as done:
+                return done.value  # type: ignore[no-any-return]
+
+    def close(self) -> None:
+        self._openai.close()
+
+    def __enter__(self) -> StructuredClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class AsyncStructuredClient(_Base[openai.AsyncOpenAI]):
+    """Asynchronous client; build it with ``dbstruct.from_provider(..., async_client=True)``."""
+
+    async def create(
+        self,
+        response_model: Any,
+        messages: Sequence[Message],
+        *,
+        max_retries: int | None = None,
+        validation_context: Any = None,
+        **kwargs: Any,
+    ) -> Any:
+        """A validated ``response_model`` instance (a list of them for PARALLEL_TOOLS)."""
+        outcome = await self.extract(response_model, messages, max_retries, validation_context, **kwargs)
+        return _raise(outcome)
+
+    async def create_with_completion(
+        self,
+        response_model: Any,
+        messages: Sequence[Message],
+        *,
+        max_retries: int | None = None,
+        validation_context: Any = None,
+        **kwargs: Any,
+    ) -> tuple[Any, Any]:
+        """The validated answer and the raw completion (usage summed over attempts)."""
+        outcome = await self.extract(response_model, messages, max_retries, validation_context, **kwargs)
+        return _raise(outcome), outcome.completion
+
+    async def extract(
+        self,
+        response_model: Any,
+        messages: Sequence[Message],
+        max_retries: int | None = None,
+        validation_context: Any = None,
+        **kwargs: Any,
+    ) -> Outcome:
+        """Like :meth:`create`, but returns an :class:`Outcome` instead of raising per-call errors."""
+        try:
+            plan = self._plan(response_model, messages, max_retries, validation_context, kwargs)
+        except InputError as e:
+            return Outcome(error=e)
+        step = next(plan)
+        while True:
+            answer: Any = None
+            if isinstance(step, Sleep):
+                await asyncio.sleep(step.seconds)
+            else:
+                try:
+                    answer = await self._openai.chat.completions.create(
+                        **self._send_kwargs(step.request)
+                    )
+                except openai.APIError as e:
+                    answer = translate(e, step.request["model"], self.credentials)
+            try:
+                step = plan.send(answer)
+            except StopIteration as done:
+                return done.value  # type: ignore[no-any-return]
+
+    async def close(self) -> None:
+        await self._openai.close()
+
+    async def __aenter__(self) -> AsyncStructuredClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+
+class _Completions:
+    def __init__(self, client: _Base[Any]) -> None:
+        self.create = client.create  # type: ignore[attr-defined]
+        self.create_with_completion = client.create_with_completion  # type: ignore[attr-defined]
+
+
+class _Chat:
+    def __init__(self, client: _Base[Any]) -> None:
+        self.completions = _Completions(client)
+
+
+# ---------------------------------------------------------------- request checks
+
+
+def _check_size(request: dict[str, Any], endpoint: str) -> None:
+    """Refuse a request over the payload limit before it is sent (a per-row error)."""
+    rough = sum(len(str(m.get("content") or "")) for m in request["messages"])
+    if rough < _CHEAP_SIZE_LIMIT:
+        return
+    import json
+
+    size = len(json.dumps(request, default=str).encode())
+    if size > MAX_PAYLOAD_BYTES:
+        raise InputError(
+            f"{endpoint}: the request is {size / 1e6:.1f} MB, over the {MAX_PAYLOAD_BYTES >> 20} MB "
+            "payload limit of Databricks model serving; shorten the text"
+        )
+
+
+# ---------------------------------------------------------------- errors
+
+
+def translate(error: openai.APIError, endpoint: str, credentials: Credentials) -> DbstructError:
+    """An openai SDK error as a dbstruct error, with the endpoint named and secrets scrubbed."""
+    if isinstance(error, openai.APITimeoutError):
+        return _chain(TransportError(f"{endpoint}: request timed out", endpoint=endpoint, timeout=True), error)
+    if isinstance(error, openai.APIConnectionError):
+        why = redact(str(error.__cause__ or error))
+        return _chain(TransportError(f"{endpoint}: connection failed: {why}", endpoint=endpoint), error)
+    if not isinstance(error, openai.APIStatusError):
+        return _chain(EndpointError(f"{endpoint}: {redact(str(error))}", endpoint=endpoint), error)
+    status = error.status_code
+    code, message = _error_body(error.body)
+    message = redact(message or error.message or "")
+    kw: dict[str, Any] = {"endpoint": endpoint, "status": status, "error_code": code}
+    if status == 401:
+        hint = (
+            f"{endpoint}: 401 Unauthorized: the token is invalid or expired "
+            f"(credentials from {credentials.source}). Tokens from a notebook expire; "
+            "for long jobs use a service principal (DATABRICKS_CLIENT_ID/DATABRICKS_CLIENT_SECRET)."
+        )
+        return _chain(AuthenticationError(hint, **kw), error)
+    if status == 403:
+        text = f"{endpoint}: 403 Forbidden: no permission to query this serving endpoint ({message})"
+        return _chain(PermissionDeniedError(text, **kw), error)
+    if status == 404:
+        text = f"{endpoint}: 404: no serving endpoint named {endpoint!r} at {credentials.base_url}"
+        return _chain(EndpointNotFoundError(text, **kw), error)
+    if status == 429:
+        retry_after = _retry_after(error)
+        text = f"{endpoint}: 429 rate limited ({message})"
+        return _chain(RateLimitError(text, retry_after=retry_after, **kw), error)
+    if status >= 500 or status in (408, 425):
+        return _chain(ServerError(f"{endpoint}: {status} {message}", **kw), error)
+    return _chain(BadRequestError(f"{endpoint}: {status} rejected the request: {message}", **kw), error)
+
+
+def _chain(new: DbstructError, cause: BaseException) -> DbstructError:
+    new.__cause__ = cause
+    return new
+
+
+def _error_body(body: object) -> tuple[str | None, str | None]:
+    """Databricks REST errors: ``{"error_code": "...", "message": "..."}``; OpenAI's nest an ``error``."""
+    if not isinstance(body, dict):
+        return None, None
+    inner = body.get("error") if isinstance(body.get("error"), dict) else body
+    code = inner.get("error_code") or inner.get("code") or inner.get("type")
+    message = inner.get("message")
+    return (str(code) if code else None), (str(message) if message else None)
+
+
+def _retry_after(error: openai.APIStatusError) -> float | None:
+    header = error.response.headers.get("retry-after")
+    if header:
+        try:
+            return float(header)
+        except ValueError:
+            parsed = email.utils.parsedate_to_datetime(header)
+            if parsed is not None:
+                return max(0.0, parsed.timestamp() - time.time())
+    body = error.body
+    if isinstance(body, dict):
+        for source in (body, body.get("error") if isinstance(body.get("error"), dict) else {}):
+            value = source.get("retry_after") if isinstance(source, dict) else None
+            if isinstance(value, (int, float, str)):
+                try:
+                    return float(value)
+                except ValueError:
+                    return None
+    return None
+

@@ -1,0 +1,390 @@
+"""Modes: what each one sends to the endpoint, how its answer is parsed, how it re-asks.
+
+| mode           | request                                                        | answer read from          |
+|----------------|----------------------------------------------------------------|---------------------------|
+| TOOLS          | one tool with the compiled schema, ``tool_choice`` forcing it  | ``tool_calls[0]``         |
+| TOOLS_STRICT   | as TOOLS with ``"strict": true`` and the strict schema (GPT)   | ``tool_calls[0]``         |
+| PARALLEL_TOOLS | one tool per model of ``Iterable[A | B]``, ``tool_choice="required"`` | every tool call     |
+| FUNCTIONS      | legacy ``functions`` + ``function_call`` forcing it            | ``function_call``         |
+| JSON           | ``response_format`` ``json_schema`` (constrained decoding)     | the message content       |
+| JSON_O1        | as JSON, with system messages folded into the first user turn | the message content       |
+| MD_JSON        | the compact schema in the system message, asks for a json fence | the fenced block          |
+
+Every handler is stateless; the per-model parts (tool specs, response formats, prompts) are
+built once and cached, so preparing a request costs a dict copy.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+import re
+import typing
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+
+from dbstruct.errors import (
+    IncompleteOutputError,
+    InvalidOutputError,
+    OutputError,
+    RefusalError,
+    SchemaError,
+)
+from dbstruct.schema import compile_schema
+from dbstruct.testing._schema_rules import MAX_SCHEMA_KEYS, MAX_TOOL_SCHEMA_KEYS, MAX_TOOLS
+
+__all__ = ["Mode", "ResponseTarget", "build_request", "parse_completion", "reask_messages"]
+
+Message = dict[str, Any]
+
+
+class Mode(str, enum.Enum):
+    """How the response model is asked for; the values match instructor's."""
+
+    TOOLS = "tool_call"
+    TOOLS_STRICT = "tools_strict"
+    PARALLEL_TOOLS = "parallel_tool_call"
+    FUNCTIONS = "function_call"
+    JSON = "json_mode"
+    JSON_O1 = "json_o1"
+    MD_JSON = "markdown_json_mode"
+
+    def __str__(self) -> str:  # shows as Mode.TOOLS in messages and reprs
+        return f"Mode.{self.name}"
+
+
+@dataclass(frozen=True)
+class ResponseTarget:
+    """The model (or, for PARALLEL_TOOLS, the models) an answer is validated against."""
+
+    models: tuple[type[BaseModel], ...]
+    parallel: bool
+
+    @property
+    def model(self) -> type[BaseModel]:
+        return self.models[0]
+
+    @staticmethod
+    @lru_cache(maxsize=256)
+    def of(response_model: Any) -> ResponseTarget:
+        """``Model`` or ``Iterable[A | B]`` (PARALLEL_TOOLS) to a target."""
+        if isinstance(response_model, type) and issubclass(response_model, BaseModel):
+            return ResponseTarget((response_model,), parallel=False)
+        origin = typing.get_origin(response_model)
+        if origin in (Iterable, typing.Iterable, list, typing.List):  # noqa: UP006
+            (inner,) = typing.get_args(response_model) or (None,)
+            members = _union_members(inner)
+            if members and all(isinstance(m, type) and issubclass(m, BaseModel) for m in members):
+                return ResponseTarget(tuple(members), parallel=True)
+        raise TypeError(
+            "response_model must be a pydantic BaseModel subclass, or Iterable[A | B] of them "
+            f"for Mode.PARALLEL_TOOLS; got {response_model!r}"
+        )
+
+
+def _union_members(tp: Any) -> list[Any]:
+    if tp is None:
+        return []
+    if typing.get_origin(tp) in (typing.Union, getattr(__import__("types"), "UnionType", None)):
+        return list(typing.get_args(tp))
+    return [tp]
+
+
+# ---------------------------------------------------------------- requests
+
+
+def _check_keys(model: type[BaseModel], count: int, limit: int, where: str, hint: str) -> None:
+    # https://docs.databricks.com/aws/en/machine-learning/model-serving/function-calling#json-schema
+    if count > limit:
+        raise SchemaError(
+            f"{model.__name__} has {count} keys; Databricks accepts at most {limit} in {where}. "
+            + hint,
+            model=model.__name__,
+        )
+
+
+@lru_cache(maxsize=512)
+def _tool(model: type[BaseModel], strict: bool) -> dict[str, Any]:
+    compiled = compile_schema(model, strict=strict)
+    _check_keys(
+        model, compiled.key_count, MAX_TOOL_SCHEMA_KEYS, "a tool schema",
+        "Use Mode.JSON (structured outputs take up to 64) or split the model.",
+    )
+    function: dict[str, Any] = {
+        "name": compiled.name,
+        "description": compiled.description,
+        "parameters": compiled.parameters,
+    }
+    if strict:
+        function["strict"] = True
+    return {"type": "function", "function": function}
+
+
+@lru_cache(maxsize=512)
+def _response_format(model: type[BaseModel]) -> dict[str, Any]:
+    # https://docs.databricks.com/aws/en/machine-learning/model-serving/structured-outputs
+    compiled = compile_schema(model)
+    _check_keys(model, compiled.key_count, MAX_SCHEMA_KEYS, "a response format", "Split the model.")
+    return {
+        "type": "json_schema",
+        "json_schema": {"name": compiled.name, "schema": compiled.parameters},
+    }
+
+
+@lru_cache(maxsize=512)
+def _md_json_instruction(model: type[BaseModel]) -> str:
+    compiled = compile_schema(model)
+    about = f" ({compiled.description})" if compiled.description else ""
+    return (
+        f"Answer with one JSON object for {compiled.name}{about}, matching this JSON schema:\n"
+        f"{compiled.json}\n"
+        "Return the object itself, not the schema, in a ```json code block."
+    )
+
+
+def build_request(mode: Mode, target: ResponseTarget, messages: Sequence[Message]) -> dict[str, Any]:
+    """The request fields for ``mode``: ``messages`` plus tools or a response format.
+
+    The caller's ``messages`` list and dicts are never modified.
+    """
+    if target.parallel and mode is not Mode.PARALLEL_TOOLS:
+        raise TypeError(f"Iterable[...] response models need Mode.PARALLEL_TOOLS, not {mode}")
+    if mode is Mode.PARALLEL_TOOLS and not target.parallel:
+        target = ResponseTarget(target.models, parallel=True)
+    msgs = list(messages)
+    if mode in (Mode.TOOLS, Mode.TOOLS_STRICT):
+        strict = mode is Mode.TOOLS_STRICT
+        tool = _tool(target.model, strict)
+        return {
+            "messages": msgs,
+            "tools": [tool],
+            "tool_choice": {"type": "function", "function": {"name": tool["function"]["name"]}},
+        }
+    if mode is Mode.PARALLEL_TOOLS:
+        if len(target.models) > MAX_TOOLS:
+            raise SchemaError(f"{len(target.models)} tools; Databricks accepts at most {MAX_TOOLS}")
+        return {
+            "messages": msgs,
+            "tools": [_tool(m, False) for m in target.models],
+            "tool_choice": "required",
+        }
+    if mode is Mode.FUNCTIONS:
+        function = _tool(target.model, False)["function"]
+        return {
+            "messages": msgs,
+            "functions": [function],
+            "function_call": {"name": function["name"]},
+        }
+    if mode is Mode.JSON:
+        return {"messages": msgs, "response_format": _response_format(target.model)}
+    if mode is Mode.JSON_O1:
+        return {
+            "messages": _fold_system(msgs),
+            "response_format": _response_format(target.model),
+        }
+    if mode is Mode.MD_JSON:
+        return {"messages": _with_system(msgs, _md_json_instruction(target.model))}
+    raise ValueError(f"unknown mode {mode!r}")  # pragma: no cover - Mode is closed
+
+
+def _with_system(messages: list[Message], instruction: str) -> list[Message]:
+    """Put ``instruction`` in the system message (merged, so roles still alternate)."""
+    if messages and messages[0].get("role") == "system":
+        first = messages[0]
+        merged = {**first, "content": f"{_text(first.get('content'))}\n\n{instruction}"}
+        return [merged, *messages[1:]]
+    return [{"role": "system", "content": instruction}, *messages]
+
+
+def _fold_system(messages: list[Message]) -> list[Message]:
+    """Reasoning (o1-style) endpoints take no system role: fold it into the first user turn."""
+    system = [_text(m.get("content")) for m in messages if m.get("role") == "system"]
+    rest = [m for m in messages if m.get("role") != "system"]
+    if not system:
+        return rest
+    prefix = "\n\n".join(system)
+    for i, message in enumerate(rest):
+        if message.get("role") == "user":
+            folded = {**message, "content": f"{prefix}\n\n{_text(message.get('content'))}"}
+            return [*rest[:i], folded, *rest[i + 1 :]]
+    return [{"role": "user", "content": prefix}, *rest]
+
+
+def _text(content: Any) -> str:
+    if content is None:
+        return ""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):  # content parts
+        return "\n".join(str(p.get("text", "")) for p in content if isinstance(p, dict))
+    return str(content)
+
+
+# ---------------------------------------------------------------- answers
+
+
+_FENCE = re.compile(r"```(?:json|JSON)?\s*\n?(.*?)```", re.DOTALL)
+
+
+def parse_completion(mode: Mode, target: ResponseTarget, completion: Any, context: Any = None) -> Any:
+    """The validated answer: a model instance, or a list of them for PARALLEL_TOOLS.
+
+    Raises an :class:`OutputError` subclass for an unusable answer; its ``raw`` holds the text.
+    """
+    choices = getattr(completion, "choices", None)
+    if not choices:
+        raise InvalidOutputError("the endpoint answered with no choices")
+    choice = choices[0]
+    message = choice.message
+    refusal = getattr(message, "refusal", None)
+    if refusal:
+        raise RefusalError(f"the model refused: {refusal}", raw=str(refusal))
+    if choice.finish_reason == "content_filter":
+        raise RefusalError("the answer was withheld by a content filter", raw=message.content)
+    if choice.finish_reason == "length":
+        raise IncompleteOutputError(
+            "the answer was cut off at max_tokens (finish_reason=length); raise max_tokens",
+            raw=_raw_of(message),
+        )
+    if mode in (Mode.TOOLS, Mode.TOOLS_STRICT, Mode.PARALLEL_TOOLS):
+        return _parse_tool_calls(mode, target, message, context)
+    if mode is Mode.FUNCTIONS:
+        call = getattr(message, "function_call", None)
+        if call is None:
+            raise InvalidOutputError(
+                f"expected a call of function {_name(target.model)}, got none",
+                raw=message.content,
+            )
+        _check_name(call.name, target.model, call.arguments)
+        return _validate(target.model, call.arguments, context)
+    text = message.content or ""
+    if mode is Mode.MD_JSON:
+        match = _FENCE.search(text)
+        text = match.group(1) if match else text
+    return _validate(target.model, text, context)
+
+
+def _parse_tool_calls(mode: Mode, target: ResponseTarget, message: Any, context: Any) -> Any:
+    calls = getattr(message, "tool_calls", None) or []
+    if not calls:
+        expected = " or ".join(_name(m) for m in target.models)
+        raise InvalidOutputError(f"expected a call of tool {expected}, got none", raw=message.content)
+    if mode is not Mode.PARALLEL_TOOLS:
+        call = calls[0].function
+        _check_name(call.name, target.model, call.arguments)
+        return _validate(target.model, call.arguments, context, strict=mode is Mode.TOOLS_STRICT)
+    by_name = {_name(m): m for m in target.models}
+    results = []
+    for tool_call in calls:
+        model = by_name.get(tool_call.function.name)
+        if model is None:
+            raise InvalidOutputError(
+                f"called unknown tool {tool_call.function.name!r}; "
+                f"expected one of {sorted(by_name)}",
+                raw=tool_call.function.arguments,
+            )
+        results.append(_validate(model, tool_call.function.arguments, context))
+    return results
+
+
+def _name(model: type[BaseModel]) -> str:
+    return compile_schema(model).name
+
+
+def _check_name(got: str, model: type[BaseModel], raw: str | None) -> None:
+    if got != _name(model):
+        raise InvalidOutputError(f"called tool {got!r}, expected {_name(model)!r}", raw=raw)
+
+
+def _validate(
+    model: type[BaseModel], text: str | None, context: Any, *, strict: bool = False
+) -> BaseModel:
+    if not text or not text.strip():
+        raise InvalidOutputError("the answer was empty", raw=text)
+    try:
+        if not strict:
+            return model.model_validate_json(text, context=context)
+        # strict schemas say defaults as null and dicts as pairs: undo that first
+        try:
+            data = json.loads(text)
+        except ValueError as e:
+            raise InvalidOutputError(f"- invalid JSON: {e}", raw=text) from e
+        decoded = compile_schema(model, strict=True).decode(data)
+        return model.model_validate(decoded, context=context)
+    except ValidationError as e:
+        raise InvalidOutputError(_describe(e), raw=text) from e
+
+
+def _describe(error: ValidationError) -> str:
+    """A compact account of a ValidationError: one line a problem, no documentation URLs."""
+    lines = []
+    for item in error.errors(include_url=False)[:20]:
+        where = ".".join(str(p) for p in item["loc"]) or "(root)"
+        if item["type"] == "json_invalid":
+            lines.append(f"- invalid JSON: {item['msg']}")
+            continue
+        got = item.get("input")
+        shown = json.dumps(got, default=str)[:80] if item["type"] != "missing" else ""
+        lines.append(f"- {where}: {item['msg']}" + (f" (got {shown})" if shown else ""))
+    return "\n".join(lines)
+
+
+def _raw_of(message: Any) -> str | None:
+    calls = getattr(message, "tool_calls", None)
+    if calls:
+        return "".join(c.function.arguments or "" for c in calls)
+    call = getattr(message, "function_call", None)
+    if call is not None:
+        return str(call.arguments)
+    return getattr(message, "content", None)
+
+
+# ---------------------------------------------------------------- re-asking
+
+
+def reask_messages(
+    mode: Mode, request_messages: list[Message], completion: Any, error: OutputError
+) -> list[Message]:
+    """The messages of the next attempt: the request's, then the bad answer and the error.
+
+    ``request_messages`` is the *first* attempt's list, so re-asks do not pile up: each retry
+    shows the model only its latest answer. Roles keep alternating (assistant, then tool or
+    user), which Databricks requires.
+    """
+    message = completion.choices[0].message if getattr(completion, "choices", None) else None
+    problem = f"Your answer was not valid:\n{error}\n"
+    calls = getattr(message, "tool_calls", None) if message is not None else None
+    if mode in (Mode.TOOLS, Mode.TOOLS_STRICT, Mode.PARALLEL_TOOLS) and calls:
+        assistant = {
+            "role": "assistant",
+            "content": message.content or "",
+            "tool_calls": [
+                {
+                    "id": c.id,
+                    "type": "function",
+                    "function": {"name": c.function.name, "arguments": c.function.arguments},
+                }
+                for c in calls
+            ],
+        }
+        fix = problem + "Call the function again with every error fixed."
+        replies = [{"role": "tool", "tool_call_id": c.id, "content": fix} for c in calls]
+        return [*request_messages, assistant, *replies]
+    raw = error.raw if error.raw is not None else (_raw_of(message) if message else None)
+    if mode in (Mode.JSON, Mode.JSON_O1, Mode.MD_JSON):
+        fix = problem + "Answer again with only the corrected JSON object."
+        if mode is Mode.MD_JSON:
+            fix += " Put it in a ```json code block."
+    else:
+        fix = problem + "Call the function again with every error fixed."
+    if raw is None:
+        return [*request_messages, {"role": "user", "content": fix}]
+    return [
+        *request_messages,
+        {"role": "assistant", "content": raw},
+        {"role": "user", "content": fix},
+    ]

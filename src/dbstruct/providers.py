@@ -1,0 +1,98 @@
+"""``"databricks/<endpoint>"`` to a configured client."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import openai
+
+from dbstruct._retry import RetryPolicy
+from dbstruct.auth import Credentials, resolve_credentials
+from dbstruct.client import AsyncStructuredClient, StructuredClient
+from dbstruct.errors import ConfigurationError
+from dbstruct.modes import Mode
+
+__all__ = ["from_provider", "parse_model"]
+
+SUPPORTED = "databricks/<endpoint-name>, e.g. 'databricks/databricks-meta-llama-3-3-70b-instruct'"
+# The token is set per request (Credentials.headers); the SDK insists on an api_key of its own.
+_PLACEHOLDER_KEY = "dbstruct-token-set-per-request"
+
+
+def parse_model(model: str) -> str:
+    """The endpoint name in ``"databricks/<endpoint>"``."""
+    if not isinstance(model, str) or "/" not in model:
+        raise ConfigurationError(f"model must look like {SUPPORTED}; got {model!r}")
+    provider, _, endpoint = model.partition("/")
+    if provider.strip().lower() != "databricks":
+        raise ConfigurationError(
+            f"provider {provider!r} is not supported: dbstruct serves Databricks model serving "
+            f"endpoints only ({SUPPORTED})"
+        )
+    endpoint = endpoint.strip()
+    if not endpoint or "/" in endpoint:
+        raise ConfigurationError(f"no endpoint name in {model!r}; expected {SUPPORTED}")
+    return endpoint
+
+
+def _mode(mode: Mode | str) -> Mode:
+    if isinstance(mode, Mode):
+        return mode
+    for candidate in Mode:
+        if mode in (candidate.value, candidate.name, f"Mode.{candidate.name}"):
+            return candidate
+    names = ", ".join(m.name for m in Mode)
+    raise ConfigurationError(f"unknown mode {mode!r}; use one of {names}")
+
+
+def from_provider(
+    model: str,
+    *,
+    mode: Mode | str = Mode.TOOLS,
+    async_client: bool = False,
+    base_url: str | None = None,
+    api_key: str | None = None,
+    max_retries: int = 3,
+    timeout: float = 120.0,
+    total_timeout: float = 600.0,
+    max_connections: int = 64,
+    credentials: Credentials | None = None,
+    **defaults: Any,
+) -> Any:
+    """A structured client for a Databricks serving endpoint.
+
+    >>> client = dbstruct.from_provider("databricks/dbrx-instruct", mode=Mode.TOOLS)
+    >>> user = client.create(response_model=UserExtract, messages=[...])
+
+    ``timeout`` bounds one request, ``total_timeout`` one ``create()`` with its retries and
+    waits; ``max_retries`` counts attempts after the first. Other keyword arguments
+    (temperature, max_tokens, ...) are defaults of every ``create()``; a per-call value wins.
+    """
+    endpoint = parse_model(model)
+    chosen = _mode(mode)
+    if max_retries < 0:
+        raise ConfigurationError(f"max_retries must be >= 0, got {max_retries}")
+    creds = credentials or resolve_credentials(base_url=base_url, api_key=api_key)
+    # The Limits class comes from the HTTP library this openai version uses (httpx or httpx2).
+    limits = type(openai.DEFAULT_CONNECTION_LIMITS)(
+        max_connections=max_connections, max_keepalive_connections=max_connections
+    )
+    common: dict[str, Any] = {
+        "base_url": creds.base_url,
+        "api_key": _PLACEHOLDER_KEY,
+        "max_retries": 0,  # dbstruct retries, with Databricks' rules
+        "timeout": timeout,
+    }
+    policy = RetryPolicy(max_retries=max_retries, deadline=total_timeout)
+    options: dict[str, Any] = {
+        "endpoint": endpoint,
+        "mode": chosen,
+        "credentials": creds,
+        "policy": policy,
+        "defaults": defaults,
+    }
+    if async_client:
+        http = openai.DefaultAsyncHttpxClient(limits=limits, timeout=timeout)
+        return AsyncStructuredClient(openai.AsyncOpenAI(http_client=http, **common), **options)
+    http_sync = openai.DefaultHttpxClient(limits=limits, timeout=timeout)
+    return StructuredClient(openai.OpenAI(http_client=http_sync, **common), **options)

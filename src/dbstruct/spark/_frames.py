@@ -1,0 +1,89 @@
+"""The column a structured UDF returns: its Spark type, and one pandas batch of it.
+
+Without status the column is ``spark_schema(model)``; a failed or skipped row is a struct of
+null fields (a pandas UDF cannot return a null struct, see :mod:`dbstruct.spark._convert`).
+
+With ``include_status=True`` it is::
+
+    struct<value: <model struct>, error: string, attempts: int,
+           prompt_tokens: bigint, completion_tokens: bigint, latency_ms: double>
+
+where ``value`` is null (a real null) when the row failed or was skipped, ``error`` is
+``"<ErrorClass>: <message>"`` (credentials redacted) or null, and a skipped row (null or
+blank input) has ``attempts = 0``. Tokens are counted once per request: rows that shared
+an identical row's request have 0 tokens, so ``sum(prompt_tokens)`` is what was billed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from dbstruct.auth import redact
+from dbstruct.spark._convert import to_frame, to_row
+
+if TYPE_CHECKING:
+    import pandas as pd
+    from pyspark.sql.types import StructType
+    from pydantic import BaseModel
+
+    from dbstruct.spark._worker import RowResult
+
+__all__ = ["STATUS_FIELDS", "describe_error", "frame", "return_type"]
+
+STATUS_FIELDS = ("value", "error", "attempts", "prompt_tokens", "completion_tokens", "latency_ms")
+
+
+def return_type(value_type: StructType, include_status: bool) -> StructType:
+    """The UDF's Spark return type for a model whose struct is ``value_type``."""
+    if not include_status:
+        return value_type
+    from pyspark.sql.types import (
+        DoubleType,
+        IntegerType,
+        LongType,
+        StringType,
+        StructField,
+        StructType,
+    )
+
+    return StructType(
+        [
+            StructField("value", value_type, True),
+            StructField("error", StringType(), True),
+            StructField("attempts", IntegerType(), True),
+            StructField("prompt_tokens", LongType(), True),
+            StructField("completion_tokens", LongType(), True),
+            StructField("latency_ms", DoubleType(), True),
+        ]
+    )
+
+
+def frame(
+    model: type[BaseModel], results: Sequence[RowResult | None], include_status: bool
+) -> pd.DataFrame:
+    """One output batch, a row per result in order (``None`` = the row was not sent)."""
+    values = [None if r is None or r.error is not None else r.value for r in results]
+    if not include_status:
+        return to_frame(model, values)
+    import pandas as pd
+
+    index = pd.RangeIndex(len(results))
+    columns: dict[str, Any] = {
+        "value": [None if v is None else to_row(v) for v in values],
+        "error": [None if r is None else describe_error(r.error) for r in results],
+        "attempts": [0 if r is None else r.attempts for r in results],
+        "prompt_tokens": [0 if r is None else r.prompt_tokens for r in results],
+        "completion_tokens": [0 if r is None else r.completion_tokens for r in results],
+        "latency_ms": [0.0 if r is None else r.latency_s * 1000.0 for r in results],
+    }
+    dtypes = {"value": object, "error": object, "latency_ms": "float64"}
+    return pd.DataFrame(
+        {k: pd.Series(v, index=index, dtype=dtypes.get(k, "int64")) for k, v in columns.items()},
+        index=index,
+    )
+
+
+def describe_error(error: BaseException | None) -> str | None:
+    """``"<ErrorClass>: <message>"`` with credentials redacted; None for no error."""
+    return None if error is None else f"{type(error).__name__}: {redact(str(error))}"

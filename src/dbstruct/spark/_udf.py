@@ -1,0 +1,209 @@
+"""``structured_udf``: a Spark column function that extracts a Pydantic model from text.
+
+Everything that can be wrong is checked on the driver, when the UDF is built: the endpoint
+name and mode, the response model (JSON schema for the endpoint, Spark schema for the
+column), the prompt template and the credentials. The executors get a :class:`UdfSpec`
+pickled into the UDF's closure and run :func:`dbstruct.spark._worker.run_partition`.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Tuple  # noqa: UP035  (pyspark reads typing.Tuple hints)
+
+from pydantic import BaseModel
+
+import dbstruct
+from dbstruct.auth import Credentials, resolve_credentials
+from dbstruct.errors import ConfigurationError
+from dbstruct.modes import Mode
+from dbstruct.schema import compile_schema
+from dbstruct.spark import _frames
+from dbstruct.spark._prompt import Prompt, PromptSpec, TemplatePrompt, build_prompt
+from dbstruct.spark.schema import spark_schema
+
+if TYPE_CHECKING:
+    import pandas as pd
+    from pyspark.sql import Column
+    from pyspark.sql.types import StructType
+
+__all__ = ["StructuredUDF", "UdfSpec", "structured_udf"]
+
+# PythonEvalType.SQL_SCALAR_PANDAS_ITER_UDF; spark.udf.register reads it from the UDF object.
+_SCALAR_PANDAS_ITER = 204
+
+
+@dataclass(frozen=True)
+class UdfSpec:
+    """What an executor needs to run the UDF; pickled with it, so it holds no live objects."""
+
+    id: str
+    name: str
+    response_model: type[BaseModel]
+    model: str
+    prompt: Prompt
+    mode: Mode
+    concurrency: int
+    max_retries: int
+    include_status: bool
+    strict: bool
+    buffer_rows: int | None
+    credentials: Credentials = field(repr=False)
+    client_options: tuple[tuple[str, Any], ...] = field(default=(), repr=False)
+
+
+def structured_udf(
+    response_model: type[BaseModel],
+    model: str,
+    prompt: PromptSpec = "{text}",
+    *,
+    mode: Mode | str = Mode.TOOLS,
+    concurrency: int = 16,
+    max_retries: int = 3,
+    include_status: bool = False,
+    strict: bool = False,
+    name: str | None = None,
+    base_url: str | None = None,
+    api_key: str | None = None,
+    credentials: Credentials | None = None,
+    buffer_rows: int | None = None,
+    **defaults: Any,
+) -> StructuredUDF:
+    """A UDF returning ``spark_schema(response_model)`` for each row of text.
+
+    >>> extract_user = structured_udf(UserExtract, "databricks/dbrx-instruct",
+    ...                               prompt="Extract the user from this text: {text}")
+    >>> df.withColumn("user", extract_user("text")).select("id", "user.*")
+    >>> spark.udf.register("extract_user", extract_user)  # SELECT extract_user(text).name
+
+    ``prompt`` is a template (placeholders filled by the input columns in order of first
+    appearance), a list of messages, or a function of the row's values; see
+    :mod:`dbstruct.spark._prompt`. ``concurrency`` requests run at once per Python worker
+    (one per task slot). Null, empty or blank input gives null fields and sends nothing.
+
+    A row that still fails after ``max_retries`` has null fields (Spark cannot return a null
+    struct from a pandas UDF: ``user IS NULL`` is false, ``user.name IS NULL`` is true); the
+    failure is logged on the executor. ``include_status=True`` returns
+    ``struct<value, error, attempts, prompt_tokens, completion_tokens, latency_ms>`` with
+    ``value`` null on failure; ``strict=True`` fails the task on the first failed row instead.
+
+    Other keyword arguments (``temperature``, ``max_tokens``, ``timeout``, ...) go to
+    :func:`dbstruct.from_provider`. Credentials are resolved here, on the driver, and shipped
+    to the executors with the UDF (never shown in plans, reprs or logs).
+    """
+    if not isinstance(concurrency, int) or concurrency < 1:
+        raise ConfigurationError(f"concurrency must be a positive int, got {concurrency!r}")
+    creds = credentials or resolve_credentials(base_url=base_url, api_key=api_key)
+    # Builds (and drops) a client: checks the endpoint name, mode, retries and options here.
+    probe = dbstruct.from_provider(
+        model, mode=mode, max_retries=max_retries, credentials=creds, **defaults
+    )
+    probe.close()
+    compile_schema(response_model, strict=probe.mode is Mode.TOOLS_STRICT)
+    value_type = spark_schema(response_model)  # SchemaMappingError, on the driver
+    spec = UdfSpec(
+        id=uuid.uuid4().hex,
+        name=name or f"extract_{response_model.__name__.lower()}",
+        response_model=response_model,
+        model=model,
+        prompt=build_prompt(prompt),
+        mode=probe.mode,
+        concurrency=concurrency,
+        max_retries=max_retries,
+        include_status=include_status,
+        strict=strict,
+        buffer_rows=buffer_rows,
+        credentials=creds,
+        client_options=tuple(sorted(defaults.items())),
+    )
+    return StructuredUDF(spec, _frames.return_type(value_type, include_status))
+
+
+class StructuredUDF:
+    """The column function :func:`structured_udf` returns; registrable for SQL.
+
+    It has the attributes ``spark.udf.register`` reads from a UDF (``func``, ``returnType``,
+    ``evalType``, ``deterministic``), on classic and Connect sessions alike.
+    """
+
+    evalType = _SCALAR_PANDAS_ITER
+    # An LLM call is not deterministic; saying so also stops the optimizer from inlining the
+    # call into each ``user.*`` field reference (which would call the endpoint per field).
+    deterministic = False
+
+    def __init__(self, spec: UdfSpec, return_type: StructType) -> None:
+        self.spec = spec
+        self.returnType = return_type
+        self.func = _udf_function(spec, arity=None)
+        self.__name__ = spec.name
+        self._udfs: dict[tuple[bool, int], Any] = {}
+
+    @property
+    def schema(self) -> StructType:
+        """The Spark type of the column this UDF returns."""
+        return self.returnType
+
+    def asNondeterministic(self) -> StructuredUDF:  # noqa: N802  (pyspark's UDF protocol)
+        return self
+
+    def __call__(self, *cols: Column | str, **named: Column | str) -> Column:
+        """Apply to one column per placeholder: positionally, or by placeholder name."""
+        columns = self._arrange(cols, named)
+        from pyspark.sql.utils import is_remote
+
+        key = (bool(is_remote()), len(columns))
+        udf = self._udfs.get(key)
+        if udf is None:
+            from pyspark.sql.functions import pandas_udf
+
+            udf = pandas_udf(_udf_function(self.spec, len(columns)), self.returnType)  # type: ignore[call-overload]
+            udf = udf.asNondeterministic()
+            self._udfs[key] = udf
+        return udf(*columns)  # type: ignore[no-any-return]
+
+    def _arrange(
+        self, cols: tuple[Column | str, ...], named: dict[str, Column | str]
+    ) -> list[Column | str]:
+        prompt = self.spec.prompt
+        if named:
+            if cols or not isinstance(prompt, TemplatePrompt) or set(named) != set(prompt.names):
+                expected = ", ".join(prompt.names) if isinstance(prompt, TemplatePrompt) else "-"
+                raise ConfigurationError(
+                    f"{self.spec.name}: pass columns either positionally or by placeholder "
+                    f"name, all of them ({expected}); got {sorted(named)}"
+                )
+            return [named[n] for n in prompt.names]
+        if not cols:
+            raise ConfigurationError(f"{self.spec.name}: give at least one input column")
+        if isinstance(prompt, TemplatePrompt) and len(cols) != prompt.arity:
+            raise ConfigurationError(
+                f"{self.spec.name}: the prompt has {prompt.arity} placeholder(s) "
+                f"({', '.join(prompt.names)}), filled in that order, but got {len(cols)} column(s)"
+            )
+        return list(cols)
+
+    def __repr__(self) -> str:
+        s = self.spec
+        return (
+            f"StructuredUDF(name={s.name!r}, response_model={s.response_model.__name__}, "
+            f"model={s.model!r}, mode={s.mode}, concurrency={s.concurrency}, "
+            f"include_status={s.include_status}, strict={s.strict})"
+        )
+
+
+def _udf_function(spec: UdfSpec, arity: int | None) -> Any:
+    """The Python function Spark pickles and runs; type hints make it a SCALAR_ITER UDF."""
+
+    def run(batches: Iterator[Any]) -> Iterator[pd.DataFrame]:
+        from dbstruct.spark._worker import run_partition
+
+        return run_partition(spec, batches)
+
+    import pandas as pd
+
+    args: Any = pd.Series if arity in (None, 1) else Tuple[(pd.Series,) * (arity or 1)]  # noqa: UP006
+    run.__annotations__ = {"batches": Iterator[args], "return": Iterator[pd.DataFrame]}
+    run.__name__ = run.__qualname__ = spec.name
+    return run

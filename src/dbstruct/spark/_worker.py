@@ -1,0 +1,212 @@
+"""The executor side of a structured UDF: one client and event loop per Python worker.
+
+Spark runs an iterator pandas UDF once per partition (task), in a Python worker process that
+is reused across tasks (``spark.python.worker.reuse``, on by default). The event loop (in a
+daemon thread) and one async client per UDF (with its HTTP connection pool) live in a
+module-level cache here, so they are built on the first batch a process sees and reused for
+every later batch and task; never per batch or per row.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import threading
+from collections import OrderedDict
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Any
+
+import pandas as pd
+
+from dbstruct.errors import ConfigurationError, DbstructError
+from dbstruct.spark._engine import LoopThread, Request, stream
+from dbstruct.spark._frames import describe_error, frame
+from dbstruct.spark._prompt import Rendered, as_messages
+
+if TYPE_CHECKING:
+    from dbstruct.spark._udf import UdfSpec
+
+__all__ = ["RowResult", "run_partition"]
+
+logger = logging.getLogger("dbstruct.spark")
+
+_MAX_CLIENTS = 8  # UDFs whose clients a worker keeps; older ones are closed
+_LOGGED_FAILURES = 5  # per task, beyond which failures are only counted
+
+
+@dataclass(frozen=True)
+class RowResult:
+    """What the UDF keeps of an Outcome (not the raw completion, which can be large)."""
+
+    value: Any
+    error: DbstructError | None
+    attempts: int
+    prompt_tokens: int
+    completion_tokens: int
+    latency_s: float
+
+    @classmethod
+    def of(cls, outcome: Any) -> RowResult:
+        usage = outcome.usage
+        return cls(
+            outcome.value,
+            outcome.error,
+            int(outcome.attempts),
+            int(usage.prompt_tokens),
+            int(usage.completion_tokens),
+            float(outcome.latency_s),
+        )
+
+    def shared(self) -> RowResult:
+        """The result of a row that rode on an identical row's request: its tokens count once."""
+        return replace(self, prompt_tokens=0, completion_tokens=0)
+
+
+class _Runtime:
+    """The process's event loop and its clients, one per UDF spec id (LRU)."""
+
+    def __init__(self) -> None:
+        self.pid = os.getpid()
+        self.loop = LoopThread("dbstruct-udf-loop")
+        self.clients: OrderedDict[str, Any] = OrderedDict()
+
+    def client(self, spec: UdfSpec) -> Any:
+        client = self.clients.get(spec.id)
+        if client is None:
+            client = self.loop.run(_open_client(spec))
+            self.clients[spec.id] = client
+            while len(self.clients) > _MAX_CLIENTS:
+                _, old = self.clients.popitem(last=False)
+                self.loop.submit(old.close())
+        self.clients.move_to_end(spec.id)
+        return client
+
+
+_LOCK = threading.Lock()
+_RUNTIME: _Runtime | None = None
+
+
+def _runtime() -> _Runtime:
+    global _RUNTIME
+    with _LOCK:
+        # a forked child must not reuse its parent's loop thread (threads do not survive fork)
+        if _RUNTIME is None or _RUNTIME.pid != os.getpid() or not _RUNTIME.loop.alive:
+            _RUNTIME = _Runtime()
+        return _RUNTIME
+
+
+async def _open_client(spec: UdfSpec) -> Any:
+    import dbstruct  # the client modules need neither pyspark nor pandas
+
+    # built inside the loop so its connection pool belongs to this loop
+    return dbstruct.from_provider(
+        spec.model,
+        async_client=True,
+        mode=spec.mode,
+        max_retries=spec.max_retries,
+        credentials=spec.credentials,
+        max_connections=spec.concurrency,
+        **dict(spec.client_options),
+    )
+
+
+def run_partition(spec: UdfSpec, batches: Iterator[Any]) -> Iterator[pd.DataFrame]:
+    """The body of the pandas UDF: Series batches in, struct DataFrames out, same rows."""
+    runtime = _runtime()
+    with _LOCK:
+        client = runtime.client(spec)
+    tally = _Tally(spec)
+
+    async def call(rendered: Rendered) -> RowResult:
+        outcome = await client.extract(
+            response_model=spec.response_model, messages=as_messages(rendered)
+        )
+        return RowResult.of(outcome)
+
+    requests = (_requests(spec, columns) for columns in batches)
+    for results in stream(
+        requests,
+        call,
+        loop=runtime.loop,
+        concurrency=spec.concurrency,
+        buffer_rows=spec.buffer_rows,
+        share=RowResult.shared,
+    ):
+        tally.check(results)
+        yield frame(spec.response_model, results, spec.include_status)
+    tally.summary()
+
+
+def _requests(spec: UdfSpec, columns: Any) -> list[Request | None]:
+    """One request per row; None for rows whose values are all null or blank."""
+    series: Sequence[Any] = columns if isinstance(columns, tuple) else (columns,)
+    for position, s in enumerate(series, start=1):
+        _check_strings(spec.name, position, s)
+    out: list[Request | None] = []
+    for values in zip(*(s.tolist() for s in series)):
+        texts = [v if isinstance(v, str) else None for v in values]
+        if all(t is None or not t.strip() for t in texts):
+            out.append(None)
+            continue
+        rendered = spec.prompt.render(texts)
+        out.append(Request(key=rendered, payload=rendered))
+    return out
+
+
+def _check_strings(name: str, position: int, column: Any) -> None:
+    """Structured UDFs read text: refuse other column types before anything is sent."""
+    if isinstance(column, pd.DataFrame):
+        found = "a struct"
+    elif column.dtype != object and not pd.api.types.is_string_dtype(column.dtype):
+        found = str(column.dtype)
+    else:
+        bad = next((v for v in column if not _is_text_or_null(v)), None)
+        if bad is None:
+            return
+        found = type(bad).__name__
+    raise ConfigurationError(
+        f"{name}: input column {position} holds {found} values, not strings; structured UDFs "
+        f"read text: cast the column first, e.g. F.col('...').cast('string')"
+    )
+
+
+def _is_text_or_null(value: Any) -> bool:
+    return value is None or isinstance(value, str) or (isinstance(value, float) and math.isnan(value))
+
+
+class _Tally:
+    """Counts failed rows of one task; logs a few (redacted), or raises with strict=True."""
+
+    def __init__(self, spec: UdfSpec) -> None:
+        self.spec = spec
+        self.rows = 0
+        self.failed = 0
+
+    def check(self, results: Sequence[RowResult | None]) -> None:
+        self.rows += len(results)
+        for result in results:
+            if result is None or result.error is None:
+                continue
+            self.failed += 1
+            if self.spec.strict:
+                logger.error("%s: a row failed and strict=True: %s", self.spec.name, describe_error(result.error))
+                raise result.error
+            if self.failed <= _LOGGED_FAILURES and not self.spec.include_status:
+                logger.warning(
+                    "%s: row failed after %d attempt(s), its fields are null: %s",
+                    self.spec.name,
+                    result.attempts,
+                    describe_error(result.error),
+                )
+
+    def summary(self) -> None:
+        if self.failed:
+            logger.warning(
+                "%s: %d of %d row(s) in this task failed%s",
+                self.spec.name,
+                self.failed,
+                self.rows,
+                "" if self.spec.include_status else " (null fields; include_status=True shows why)",
+            )

@@ -1,0 +1,191 @@
+"""The error answers the emulator gives, shaped like the ones Databricks gives.
+
+Every body is what a real workspace was seen or documented to send; where only the shape is
+known the wording is ours, and the comment says so.
+
+| status | body                                                              | when                   |
+|--------|-------------------------------------------------------------------|------------------------|
+| 400    | ``{"error_code": "BAD_REQUEST", "message": "Bad request: ..."}``  | invalid request        |
+| 401    | ``{"error_code": 401, "message": "Credential was not sent ..."}`` | no bearer token        |
+| 403    | ``{"error_code": 403, "message": "Invalid access token."}``       | unknown/expired token  |
+| 403    | ``{"error_code": "PERMISSION_DENIED", ...}``                      | token lacks CAN_QUERY  |
+| 404    | ``{"error_code": "RESOURCE_DOES_NOT_EXIST", ...}``                | unknown endpoint       |
+| 429    | ``{"error_code": "REQUEST_LIMIT_EXCEEDED", ...}`` + Retry-After   | rate limits            |
+| 500    | ``{"error_code": "INTERNAL_ERROR", ...}``                         | injected               |
+| 502    | text ``upstream connect error ...`` (the gateway's, not JSON)     | injected               |
+| 503    | ``{"error_code": "TEMPORARILY_UNAVAILABLE", ...}``                | injected               |
+| 504    | text ``upstream request timeout`` (the gateway's, not JSON)       | injected, held timeout |
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any
+
+from aiohttp import web
+
+__all__ = [
+    "ApiError",
+    "bad_request",
+    "invalid_token",
+    "missing_credentials",
+    "not_found",
+    "permission_denied",
+    "rate_limited",
+    "server_error",
+]
+
+JSON_TYPE = "application/json"
+
+
+class ApiError(Exception):
+    """An HTTP error answer: raised anywhere in a handler, turned into the response once."""
+
+    def __init__(
+        self,
+        status: int,
+        body: dict[str, Any] | str,
+        *,
+        headers: dict[str, str] | None = None,
+        fault: str | None = None,
+    ) -> None:
+        super().__init__(f"{status}: {body}")
+        self.status = status
+        self.body = body
+        self.headers = headers or {}
+        #: the stats bucket this answer counts under (a fault kind or a limit name)
+        self.fault = fault
+
+    def response(self) -> web.Response:
+        if isinstance(self.body, str):
+            return web.Response(
+                status=self.status, text=self.body, content_type="text/plain", headers=self.headers
+            )
+        return web.Response(
+            status=self.status,
+            body=json.dumps(self.body).encode(),
+            content_type=JSON_TYPE,
+            headers=self.headers,
+        )
+
+
+def bad_request(message: str) -> ApiError:
+    # Shape and the "Bad request: " prefix as real endpoints send them, e.g.
+    # {'error_code': 'BAD_REQUEST', 'message': 'Bad request: rpc error: ... roles must alternate'}
+    # https://github.com/567-labs/instructor/pull/691 (a Databricks answer quoted in the thread)
+    return ApiError(400, {"error_code": "BAD_REQUEST", "message": message})
+
+
+def missing_credentials() -> ApiError:
+    # What the workspace edge answers a request without a bearer token, seen in the wild:
+    # 401, WWW-Authenticate: Bearer realm="DatabricksRealm", body with a numeric error_code.
+    # https://github.com/omnigent-ai/omnigent/issues/3231
+    # https://github.com/PipedreamHQ/pipedream/issues/20701
+    message = "Credential was not sent or was of an unsupported type for this API."
+    return ApiError(
+        401,
+        {"error_code": 401, "message": message},
+        headers={
+            "WWW-Authenticate": 'Bearer realm="DatabricksRealm"',
+            "X-Databricks-Reason-Phrase": message,
+        },
+    )
+
+
+def invalid_token() -> ApiError:
+    # An unknown, revoked or expired token is a 403 at the workspace edge, not a 401:
+    # "HTTP/2.0 403 Forbidden ... X-Databricks-Reason-Phrase: Invalid access token.
+    #  {"error_code": 403, "message": "Invalid access token."}"
+    # https://github.com/databricks/databricks-sdk-go/issues/873
+    # https://github.com/databricks/databricks-sdk-go/issues/1046
+    message = "Invalid access token."
+    return ApiError(
+        403,
+        {"error_code": 403, "message": message},
+        headers={"X-Databricks-Reason-Phrase": message},
+    )
+
+
+def permission_denied(endpoint: str) -> ApiError:
+    # Shape of Databricks PERMISSION_DENIED errors (e.g. the ai_query 403 quoted in
+    # https://github.com/databricks-demos/dbdemos/issues/241); the wording is ours. Querying
+    # needs CAN_QUERY on the endpoint (levels listed in
+    # https://github.com/databricks-solutions/ai-dev-kit/pull/416).
+    return ApiError(
+        403,
+        {
+            "error_code": "PERMISSION_DENIED",
+            "message": f"User does not have permission 'CAN_QUERY' on serving endpoint '{endpoint}'.",
+        },
+    )
+
+
+def not_found(endpoint: str) -> ApiError:
+    # RESOURCE_DOES_NOT_EXIST is the platform's 404 code (databricks-sdk errors/platform.py);
+    # the wording is ours: docs are silent on the serving endpoint's exact message.
+    return ApiError(
+        404,
+        {
+            "error_code": "RESOURCE_DOES_NOT_EXIST",
+            "message": f"Endpoint with name '{endpoint}' does not exist.",
+        },
+    )
+
+
+def rate_limited(
+    endpoint: str,
+    retry_after: float,
+    *,
+    header: bool = True,
+    what: str = "rate limit",
+    fault: str = "429",
+) -> ApiError:
+    """429 as pay-per-token endpoints send it.
+
+    ``header``: ``Retry-After`` in whole seconds (what the platform sends, per databricks-sdk
+    errors/customizer.py); otherwise the delay is only in the body, as a
+    ``google.rpc.RetryInfo`` error detail (the platform's error-details format, parsed by
+    databricks-sdk errors/details.py).
+    """
+    # Body FMAPI endpoints send: {"error_code":"REQUEST_LIMIT_EXCEEDED","message":
+    # "REQUEST_LIMIT_EXCEEDED: Exceeded workspace rate limit for <endpoint>..."}; public client
+    # code matches on exactly this prefix (the rest of the sentence is ours). Limits and the 429:
+    # https://docs.databricks.com/aws/en/machine-learning/foundation-model-apis/limits
+    seconds = max(1, math.ceil(retry_after))
+    body: dict[str, Any] = {
+        "error_code": "REQUEST_LIMIT_EXCEEDED",
+        "message": f"REQUEST_LIMIT_EXCEEDED: Exceeded workspace {what} for {endpoint}.",
+    }
+    headers: dict[str, str] = {}
+    if header:
+        headers["Retry-After"] = str(seconds)
+    else:
+        body["details"] = [
+            {"@type": "type.googleapis.com/google.rpc.RetryInfo", "retry_delay": f"{seconds}s"}
+        ]
+    return ApiError(429, body, headers=headers, fault=fault)
+
+
+def server_error(status: int) -> ApiError:
+    """An injected 5xx. Docs are silent on these bodies; 500/503 use the platform's codes
+    (INTERNAL_ERROR, TEMPORARILY_UNAVAILABLE: databricks-sdk errors/platform.py), 502/504 the
+    plain-text answers of the proxy in front of serving (chosen: most plausible)."""
+    fault = str(status)
+    if status == 500:
+        body: dict[str, Any] | str = {
+            "error_code": "INTERNAL_ERROR",
+            "message": "The server received an invalid response from an upstream server.",
+        }
+    elif status == 503:
+        body = {
+            "error_code": "TEMPORARILY_UNAVAILABLE",
+            "message": "The service is currently unavailable.",
+        }
+    elif status == 502:
+        body = "upstream connect error or disconnect/reset before headers. reset reason: overflow"
+    elif status == 504:
+        body = "upstream request timeout"
+    else:
+        raise ValueError(f"not an injectable server error: {status}")
+    return ApiError(status, body, fault=fault)

@@ -1,0 +1,368 @@
+"""What a real chat endpoint rejects with 400, checked before anything is answered.
+
+API reference (fields, types, ranges), cited below as [API]:
+https://docs.databricks.com/aws/en/machine-learning/foundation-model-apis/api-reference
+Function calling limits, cited as [FC]:
+https://docs.databricks.com/aws/en/machine-learning/model-serving/function-calling
+Structured outputs, cited as [SO]:
+https://docs.databricks.com/aws/en/machine-learning/model-serving/structured-outputs
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from dbstruct.testing._errors import ApiError, bad_request
+from dbstruct.testing._schema_rules import (
+    MAX_SCHEMA_KEYS,
+    MAX_TOOL_SCHEMA_KEYS,
+    MAX_TOOLS,
+    schema_violations,
+)
+
+__all__ = ["ROLES_MESSAGE", "is_gpt", "validate_chat"]
+
+# [API] documented chat request fields, plus the OpenAI chat-completions fields the
+# OpenAI-compatible endpoints pass on. Anything else is refused the way real endpoints refuse
+# fields they do not know: 'Bad request: json: unknown field "prompt"'
+# (https://github.com/langchain-ai/langchain/issues/10318,
+#  https://github.com/databricks/databricks-sdk-py/issues/1263).
+KNOWN_FIELDS = frozenset(
+    {
+        "model", "messages", "max_tokens", "max_completion_tokens", "stream", "stream_options",
+        "temperature", "top_p", "top_k", "stop", "n", "tools", "tool_choice",
+        "parallel_tool_calls", "response_format", "logprobs", "top_logprobs",
+        "reasoning_effort", "thinking", "seed", "presence_penalty", "frequency_penalty",
+        "logit_bias", "user", "metadata", "functions", "function_call", "extra_params",
+    }
+)  # fmt: skip
+
+ROLES = ("system", "user", "assistant", "tool")
+
+# The words a real endpoint answers a role-order violation with (quoted from a Databricks
+# answer in https://github.com/567-labs/instructor/pull/691); [API]: "the messages field must
+# alternate between user and assistant roles, ending in a user message".
+ROLES_MESSAGE = (
+    "Bad request: rpc error: code = InvalidArgument desc = Chat message input roles must "
+    "alternate (user -> assistant -> u -> a -> ...) with an optional system at the start. "
+    "Tool messages are optional and must follow a preceding assistant message containing "
+    "tool calls.\n"
+)
+
+# OpenAI's rule for function names (Databricks function calling is "OpenAI-compatible" [FC]).
+_FUNCTION_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+
+
+def is_gpt(endpoint: str) -> bool:
+    """GPT endpoints take OpenAI-only fields such as a tool's ``strict``.
+
+    Databricks' own OpenAI client strips ``strict`` for every model whose name lacks "gpt"
+    ("Databricks model endpoints (except GPT) don't support the 'strict' field"):
+    https://github.com/databricks/databricks-ai-bridge/pull/269 (utils/clients.py)
+    """
+    return "gpt" in endpoint.lower()
+
+
+def validate_chat(body: dict[str, Any], endpoint: str) -> None:
+    """Raise the 400 a real endpoint answers ``body`` with, if any."""
+    for key in body:
+        if key not in KNOWN_FIELDS:
+            raise bad_request(f'Bad request: json: unknown field "{key}"')
+    _check_messages(body.get("messages"), endpoint)
+    _check_sampling(body)
+    _check_tools(body, endpoint)
+    _check_functions(body)
+    _check_response_format(body.get("response_format"))
+
+
+# ---------------------------------------------------------------- messages
+
+
+def _check_messages(messages: Any, endpoint: str) -> None:
+    if not isinstance(messages, list) or not messages:
+        raise bad_request("Bad request: 'messages' is required and must be a non-empty list")
+    for i, message in enumerate(messages):
+        _check_message(i, message, endpoint)
+    _check_roles(messages)
+
+
+def _check_message(i: int, message: Any, endpoint: str) -> None:
+    if not isinstance(message, dict):
+        raise bad_request(f"Bad request: messages[{i}] must be an object")
+    role = message.get("role")
+    if role not in ROLES:
+        raise bad_request(
+            f"Bad request: messages[{i}].role must be one of {list(ROLES)}, got {role!r}"
+        )
+    content = message.get("content")
+    calls = message.get("tool_calls") if role == "assistant" else None
+    if content is None and not calls:
+        raise bad_request(f"Bad request: messages[{i}].content is required")
+    if content is not None and not isinstance(content, (str, list)):
+        # Wording of a real answer: "Unable to parse json body for request, field
+        # 'messages.content' expects input with json type 'string' but got 'array'"
+        # (https://github.com/run-llama/llama_index/issues/17239); [API] content is a string
+        # or, for multimodal models, a list of content parts.
+        raise bad_request(
+            "Unable to parse json body for request, field 'messages.content' expects input "
+            f"with json type 'string' but got '{_json_type(content)}'"
+        )
+    if isinstance(content, list) and not all(
+        isinstance(p, dict) and isinstance(p.get("type"), str) for p in content
+    ):
+        raise bad_request(f"Bad request: messages[{i}].content parts need a 'type'")
+    if calls is not None:
+        _check_tool_calls(i, calls, content, endpoint)
+    if role == "tool" and not isinstance(message.get("tool_call_id"), str):
+        raise bad_request(f"Bad request: messages[{i}]: a tool message needs 'tool_call_id'")
+
+
+def _check_tool_calls(i: int, calls: Any, content: Any, endpoint: str) -> None:
+    if not isinstance(calls, list) or not all(
+        isinstance(c, dict)
+        and isinstance(c.get("id"), str)
+        and isinstance(c.get("function"), dict)
+        and isinstance(c["function"].get("name"), str)
+        and isinstance(c["function"].get("arguments"), str)
+        for c in calls
+    ):
+        raise bad_request(
+            f"Bad request: messages[{i}].tool_calls must be a list of "
+            "{id, type: function, function: {name, arguments (string)}}"
+        )
+    if "claude" in endpoint.lower() and isinstance(content, str) and not content.strip():
+        # Claude endpoints reject an empty text block beside tool calls; Databricks' own client
+        # works around it ("Claude models on Databricks reject empty text content blocks in
+        # assistant messages"): databricks-ai-bridge utils/clients.py. Wording: Anthropic's.
+        raise bad_request(
+            f'{{"message":"messages.{i}.content.0.text: text content blocks must be non-empty"}}'
+        )
+
+
+def _check_roles(messages: list[dict[str, Any]]) -> None:
+    """Optional system first; then user/assistant alternate, starting with user; tool
+    messages only right after an assistant message with tool calls (or after other tool
+    messages), standing in for the user turn; the last turn is the user's (or tool results)."""
+    expect_user = True
+    after_calls = False
+    for i, message in enumerate(messages):
+        role = message["role"]
+        if role == "system":
+            ok = i == 0
+        elif role == "tool":
+            ok = after_calls
+        elif role == "user":
+            ok = expect_user and not (i > 0 and messages[i - 1]["role"] == "tool")
+        else:  # assistant
+            ok = not expect_user
+        if not ok:
+            raise bad_request(ROLES_MESSAGE)
+        if role == "user" or role == "tool":
+            expect_user = False
+        if role == "assistant":
+            expect_user = True
+            after_calls = bool(message.get("tool_calls"))
+        elif role != "tool":
+            after_calls = False
+    if messages[-1]["role"] not in ("user", "tool"):
+        raise bad_request(ROLES_MESSAGE)
+
+
+# ---------------------------------------------------------------- sampling parameters
+
+
+def _check_sampling(body: dict[str, Any]) -> None:
+    # [API] chat request table: max_tokens null or > 0, temperature in [0, 2], top_p in
+    # (0, 1], top_k null or > 0, n > 0, top_logprobs in [0, 20] (needs logprobs).
+    for key in ("max_tokens", "max_completion_tokens", "top_k"):
+        value = body.get(key)
+        if value is not None and (not _is_int(value) or value <= 0):
+            raise bad_request(f"Bad request: '{key}' must be null or an integer greater than 0")
+    n = body.get("n", 1)
+    if n is not None and (not _is_int(n) or n <= 0):
+        raise bad_request("Bad request: 'n' must be an integer greater than 0")
+    _range(body, "temperature", 0.0, 2.0, low_open=False)
+    _range(body, "top_p", 0.0, 1.0, low_open=True)
+    top = body.get("top_logprobs")
+    if top is not None:
+        if not _is_int(top) or not 0 <= top <= 20:
+            raise bad_request("Bad request: 'top_logprobs' must be an integer in [0, 20]")
+        if not body.get("logprobs"):
+            raise bad_request("Bad request: 'top_logprobs' requires 'logprobs' to be true")
+    for key in ("stream", "logprobs", "parallel_tool_calls"):
+        if body.get(key) is not None and not isinstance(body[key], bool):
+            raise bad_request(f"Bad request: '{key}' must be a boolean")
+    stop = body.get("stop")
+    if stop is not None and not (
+        isinstance(stop, str) or (isinstance(stop, list) and all(isinstance(s, str) for s in stop))
+    ):
+        raise bad_request("Bad request: 'stop' must be a string or a list of strings")
+
+
+def _range(body: dict[str, Any], key: str, low: float, high: float, *, low_open: bool) -> None:
+    value = body.get(key)
+    if value is None:
+        return
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+    ok = ok and (value > low if low_open else value >= low) and value <= high
+    if not ok:
+        bracket = "(" if low_open else "["
+        raise bad_request(f"Bad request: '{key}' must be in {bracket}{low:g}, {high:g}]")
+
+
+# ---------------------------------------------------------------- tools
+
+
+def _check_tools(body: dict[str, Any], endpoint: str) -> None:
+    tools = body.get("tools")
+    choice = body.get("tool_choice")
+    if tools is None:
+        if choice is not None and choice != "none":
+            raise bad_request("Bad request: 'tool_choice' is only allowed when 'tools' are given")
+        return
+    if not isinstance(tools, list) or not tools:
+        raise bad_request("Bad request: 'tools' must be a non-empty list")
+    if len(tools) > MAX_TOOLS:
+        # [FC] "The maximum number of functions that can be defined in tools is 32 functions."
+        raise bad_request(
+            f"Bad request: at most {MAX_TOOLS} functions can be defined in tools, got {len(tools)}"
+        )
+    names = [_check_tool(i, tool, endpoint) for i, tool in enumerate(tools)]
+    _check_choice(choice, names)
+
+
+def _check_tool(i: int, tool: Any, endpoint: str) -> str:
+    if not isinstance(tool, dict) or tool.get("type") != "function":
+        raise bad_request(f"Bad request: tools[{i}] must be {{type: function, function: ...}}")
+    function = tool.get("function")
+    if not isinstance(function, dict):
+        raise bad_request(f"Bad request: tools[{i}].function is required")
+    name = _check_function(f"tools[{i}].function", function)
+    if "strict" in function and not is_gpt(endpoint):
+        # Non-GPT endpoints refuse the field itself (whatever its value), e.g.
+        # Error code: 400 - {'error_code': 'BAD_REQUEST', 'message':
+        #   '{"message":"tools.0.custom.strict: Extra inputs are not permitted"}'}
+        # https://github.com/databricks/databricks-ai-bridge/pull/269
+        raise bad_request(f'{{"message":"tools.{i}.custom.strict: Extra inputs are not permitted"}}')
+    violations = schema_violations(
+        function["parameters"],
+        strict=bool(function.get("strict")),
+        max_keys=MAX_TOOL_SCHEMA_KEYS,  # [FC] "The maximum number of keys ... is 16."
+    )
+    if violations:
+        raise bad_request(
+            f"Bad request: invalid JSON schema in tools[{i}].function.parameters: "
+            + "; ".join(violations)
+        )
+    return name
+
+
+def _check_function(where: str, function: dict[str, Any]) -> str:
+    name = function.get("name")
+    if not isinstance(name, str) or not _FUNCTION_NAME.match(name):
+        raise bad_request(
+            f"Bad request: {where}.name must match ^[a-zA-Z0-9_-]{{1,64}}$, got {name!r}"
+        )
+    if "parameters" not in function:
+        # A real answer: 'Bad request: "parameters" is a required property for "function"
+        # object in parameter "tools"' (https://github.com/posit-dev/querychat/issues/273)
+        raise bad_request(
+            'Bad request: "parameters" is a required property for "function" object in '
+            'parameter "tools"'
+        )
+    if not isinstance(function["parameters"], dict):
+        raise bad_request(f"Bad request: {where}.parameters must be a JSON schema object")
+    return name
+
+
+def _check_choice(choice: Any, names: list[str]) -> None:
+    if choice is None or choice in ("none", "auto", "required"):
+        return
+    if isinstance(choice, dict) and choice.get("type") == "function":
+        function = choice.get("function")
+        name = function.get("name") if isinstance(function, dict) else None
+        if name in names:
+            return
+        raise bad_request(
+            f"Bad request: tool_choice names function {name!r}, which is not in tools {names}"
+        )
+    raise bad_request(
+        "Bad request: 'tool_choice' must be 'none', 'auto', 'required' or "
+        "{type: function, function: {name}}"
+    )
+
+
+def _check_functions(body: dict[str, Any]) -> None:
+    """The legacy ``functions`` / ``function_call`` pair (OpenAI's deprecated form)."""
+    functions = body.get("functions")
+    call = body.get("function_call")
+    if functions is None:
+        if call is not None and call != "none":
+            raise bad_request("Bad request: 'function_call' needs 'functions'")
+        return
+    if not isinstance(functions, list) or not functions:
+        raise bad_request("Bad request: 'functions' must be a non-empty list")
+    names = []
+    for i, function in enumerate(functions):
+        if not isinstance(function, dict):
+            raise bad_request(f"Bad request: functions[{i}] must be an object")
+        names.append(_check_function(f"functions[{i}]", function))
+        violations = schema_violations(function["parameters"], max_keys=MAX_TOOL_SCHEMA_KEYS)
+        if violations:
+            raise bad_request(
+                f"Bad request: invalid JSON schema in functions[{i}].parameters: "
+                + "; ".join(violations)
+            )
+    if call is None or call in ("none", "auto"):
+        return
+    if isinstance(call, dict) and call.get("name") in names:
+        return
+    raise bad_request(f"Bad request: function_call must be 'none', 'auto' or {{name}} of {names}")
+
+
+# ---------------------------------------------------------------- response_format
+
+
+def _check_response_format(fmt: Any) -> None:
+    if fmt is None:
+        return
+    kind = fmt.get("type") if isinstance(fmt, dict) else None
+    if kind in ("text", "json_object"):
+        return
+    if kind != "json_schema":
+        raise bad_request(
+            "Bad request: response_format.type must be 'text', 'json_object' or 'json_schema'"
+        )
+    spec = fmt.get("json_schema")
+    if not isinstance(spec, dict) or not isinstance(spec.get("name"), str):
+        raise bad_request("Bad request: response_format.json_schema needs a 'name'")
+    schema = spec.get("schema")
+    if not isinstance(schema, dict):
+        raise bad_request("Bad request: response_format.json_schema.schema must be an object")
+    # [SO] the accepted subset, at most 64 keys; strict is accepted on every endpoint (the
+    # documented examples pass "strict": True to non-GPT models).
+    violations = schema_violations(
+        schema, strict=bool(spec.get("strict")), max_keys=MAX_SCHEMA_KEYS
+    )
+    if violations:
+        raise bad_request(
+            "Bad request: invalid JSON schema in response_format: " + "; ".join(violations)
+        )
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _json_type(value: Any) -> str:
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, (int, float)):
+        return "number"
+    if isinstance(value, dict):
+        return "object"
+    return type(value).__name__
+
+
+__all__ += ["KNOWN_FIELDS", "ApiError"]
