@@ -90,9 +90,6 @@ class _Base(Generic[C]):
             self.mode, target, request, policy, endpoint=endpoint, context=validation_context
         )
 
-    def _send_kwargs(self, request: dict[str, Any]) -> dict[str, Any]:
-        return {**request, "extra_headers": self.credentials.headers()}
-
 
 def _raise(outcome: Outcome) -> Any:
     if outcome.error is not None:
@@ -151,9 +148,12 @@ class StructuredClient(_Base[openai.OpenAI]):
                 time.sleep(step.seconds)
             else:
                 try:
-                    answer = self._openai.chat.completions.create(**self._send_kwargs(step.request))
+                    headers = self.credentials.headers()
+                    answer = self._openai.chat.completions.create(**step.request, extra_headers=headers)
                 except openai.APIError as e:
                     answer = translate(e, step.request["model"], self.credentials)
+                except DbstructError as e:  # a token refresh that failed
+                    answer = e
             try:
                 step = plan.send(answer)
             except StopIteration as done:
@@ -218,11 +218,14 @@ class AsyncStructuredClient(_Base[openai.AsyncOpenAI]):
                 await asyncio.sleep(step.seconds)
             else:
                 try:
+                    headers = await self.credentials.aheaders()
                     answer = await self._openai.chat.completions.create(
-                        **self._send_kwargs(step.request)
+                        **step.request, extra_headers=headers
                     )
                 except openai.APIError as e:
                     answer = translate(e, step.request["model"], self.credentials)
+                except DbstructError as e:  # a token refresh that failed
+                    answer = e
             try:
                 step = plan.send(answer)
             except StopIteration as done:
@@ -283,7 +286,7 @@ def translate(error: openai.APIError, endpoint: str, credentials: Credentials) -
     code, message = _error_body(error.body)
     message = redact(message or error.message or "")
     kw: dict[str, Any] = {"endpoint": endpoint, "status": status, "error_code": code}
-    if status == 401:
+    if status == 401 or (status == 403 and _is_token_error(code, message)):
         hint = (
             f"{endpoint}: 401 Unauthorized: the token is invalid or expired "
             f"(credentials from {credentials.source}). Tokens from a notebook expire; "
@@ -303,6 +306,13 @@ def translate(error: openai.APIError, endpoint: str, credentials: Credentials) -
     if status >= 500 or status in (408, 425):
         return _chain(ServerError(f"{endpoint}: {status} {message}", **kw), error)
     return _chain(BadRequestError(f"{endpoint}: {status} rejected the request: {message}", **kw), error)
+
+
+def _is_token_error(code: str | None, message: str) -> bool:
+    """Databricks answers an invalid or expired token with 403 ``{"error_code": 403,
+    "message": "Invalid access token."}`` (databricks-sdk-go issues 873 and 1046), and a
+    missing permission with 403 ``PERMISSION_DENIED``."""
+    return code == "403" or "access token" in message.lower()
 
 
 def _chain(new: DbstructError, cause: BaseException) -> DbstructError:
@@ -330,12 +340,21 @@ def _retry_after(error: openai.APIStatusError) -> float | None:
             if parsed is not None:
                 return max(0.0, parsed.timestamp() - time.time())
     body = error.body
-    if isinstance(body, dict):
-        for source in (body, body.get("error") if isinstance(body.get("error"), dict) else {}):
-            value = source.get("retry_after") if isinstance(source, dict) else None
-            if isinstance(value, (int, float, str)):
+    if not isinstance(body, dict):
+        return None
+    inner = body.get("error") if isinstance(body.get("error"), dict) else body
+    value = inner.get("retry_after")
+    if isinstance(value, (int, float)):
+        return float(value)
+    # Databricks error details: {"@type": ".../google.rpc.RetryInfo", "retry_delay": "2s"}
+    for detail in inner.get("details") or []:
+        if isinstance(detail, dict) and str(detail.get("@type", "")).endswith("RetryInfo"):
+            delay = detail.get("retry_delay")
+            if isinstance(delay, dict):  # protobuf JSON of a Duration, {"seconds": 2}
+                return float(delay.get("seconds", 0)) + float(delay.get("nanos", 0)) / 1e9
+            if isinstance(delay, str) and delay.endswith("s"):
                 try:
-                    return float(value)
+                    return float(delay[:-1])
                 except ValueError:
                     return None
     return None

@@ -355,9 +355,11 @@ def reask_messages(
     shows the model only its latest answer. Roles keep alternating (assistant, then tool or
     user), which Databricks requires.
     """
-    message = completion.choices[0].message if getattr(completion, "choices", None) else None
+    if not getattr(completion, "choices", None):
+        return request_messages  # no answer to correct: ask again as before
+    message = completion.choices[0].message
     problem = f"Your answer was not valid:\n{error}\n"
-    calls = getattr(message, "tool_calls", None) if message is not None else None
+    calls = getattr(message, "tool_calls", None)
     if mode in (Mode.TOOLS, Mode.TOOLS_STRICT, Mode.PARALLEL_TOOLS) and calls:
         assistant = {
             "role": "assistant",
@@ -374,17 +376,15 @@ def reask_messages(
         fix = problem + "Call the function again with every error fixed."
         replies = [{"role": "tool", "tool_call_id": c.id, "content": fix} for c in calls]
         return [*request_messages, assistant, *replies]
-    raw = error.raw if error.raw is not None else (_raw_of(message) if message else None)
+    raw = error.raw if error.raw is not None else _raw_of(message)
     if mode in (Mode.JSON, Mode.JSON_O1, Mode.MD_JSON):
         fix = problem + "Answer again with only the corrected JSON object."
         if mode is Mode.MD_JSON:
             fix += " Put it in a ```json code block."
     else:
         fix = problem + "Call the function again with every error fixed."
-    if raw is None:
-        return [*request_messages, {"role": "user", "content": fix}]
     return [
         *request_messages,
-        {"role": "assistant", "content": raw},
+        {"role": "assistant", "content": raw or "(no answer)"},
         {"role": "user", "content": fix},
     ]

@@ -68,7 +68,10 @@ def test_rows_of_later_batches_fill_freed_slots(loop: LoopThread) -> None:
 def test_order_and_count_preserved_under_random_completion(loop: LoopThread) -> None:
     rng = random.Random(7)
     sizes = [0, 1, 17, 5, 0, 64, 3, 40]
-    data = [[f"r{b}-{i}" if rng.random() > 0.2 else None for i in range(n)] for b, n in enumerate(sizes)]
+    data = [
+        [f"r{b}-{i}" if rng.random() > 0.2 else None for i in range(n)]
+        for b, n in enumerate(sizes)
+    ]
 
     async def call(text: str) -> str:
         for _ in range(rng.randint(0, 5)):

@@ -3,35 +3,37 @@
     to_row(UserExtract(name="Ann", age=31))                  # {"name": "Ann", "age": 31}
     to_frame(UserExtract, [UserExtract(name="Ann", age=31), None])  # what the UDF yields
 
-What pyspark's Arrow path needs from a pandas UDF whose return type is a struct (read in
-pyspark 4.3 ``worker.py`` / ``sql/conversion.py`` / ``sql/pandas/types.py``
-``_create_converter_from_pandas``, checked by tests/spark/test_schema_mapping.py; the 3.5
-source, ``ArrowStreamPandasUDFSerializer._create_struct_array`` and the same
-``_create_converter_from_pandas``, does the same):
+What pyspark's Arrow path needs from a pandas UDF whose return type is a struct. Read in the
+pyspark 4.3 source (``worker.py`` SQL_SCALAR_PANDAS[_ITER]_UDF, ``sql/conversion.py``
+``PandasToArrowConversion``, ``sql/pandas/types.py`` ``_create_converter_from_pandas``), probed
+on 4.3 with classic and Connect sessions (tests/spark/test_schema_mapping.py); the 3.5 source
+(``sql/pandas/serializers.py`` ``ArrowStreamPandasUDFSerializer._create_struct_array`` and the
+same ``_create_converter_from_pandas``) follows the same rules:
 
 * a ``pandas.DataFrame`` per batch, one column per top-level field, matched by column name
-  (``assignColumnsByName``, on by default); a Series of dicts is refused (``UDF_RETURN_TYPE``
-  on 4.3, "expects a pandas.DataFrame" on 3.5);
-* nested structs as dicts keyed by Spark field name (tuples by position also pass), arrays
-  as lists, maps as dicts (pyspark turns them into key/value pairs; a list of pairs is refused);
-* timestamps: an aware datetime keeps its instant at every depth. A naive one does not:
-  nested, pyspark localizes it in ``spark.sql.session.timeZone``; at the top level of an
-  object column, Arrow takes it as UTC; in an inferred ``datetime64`` column, the session time
-  zone again. So values leave here aware, in UTC, whatever the session time zone;
+  (``spark.sql.legacy.execution.pandas.groupedMap.assignColumnsByName``, on by default). A
+  Series of dicts is refused: ``UDF_RETURN_TYPE`` on 4.3, "expects a pandas.DataFrame" on 3.5;
+* inside a column: nested structs as dicts keyed by Spark field name (tuples, by position,
+  also pass) or None (a real null: only the top-level struct cannot be null), arrays as lists,
+  maps as dicts (pyspark calls ``.items()``; a list of pairs fails);
+* timestamps: an aware datetime keeps its instant at every depth. A naive one is read two
+  ways: nested, in ``spark.sql.session.timeZone``; at the top level of an object column, as
+  UTC (an inferred ``datetime64`` column is localized to the session time zone again). So
+  values leave here aware, in UTC; a naive value from the model is taken as UTC;
 * columns are built with ``dtype=object``: pandas would otherwise turn an int column with a
-  null into float64 (losing digits above 2**53) and pick datetime64[ns] (years 1677-2262).
-  Dates stay ``datetime.date`` and decimals ``Decimal``, as Arrow wants them.
+  null into float64 (losing digits above 2**53) and datetimes into datetime64[ns] (years
+  1677-2262 only). Dates stay ``datetime.date`` and decimals ``Decimal``, as Arrow wants them.
 
-A struct returned by a pandas UDF is never null: pyspark builds the struct column from the
-DataFrame's columns without a validity mask. A failed row is therefore a row of nulls
-(:func:`null_row`), and ``col.isNull()`` is false for it; test a field, or wrap the column in
-``F.when(...)``, to tell failures apart.
+A struct returned by a pandas UDF is never null: pyspark assembles the struct column from the
+DataFrame's columns with no validity mask (probed: ``col.isNull()`` is false for a row of
+nulls). A failed row is therefore a row of null fields (:func:`null_row`); test a field, or
+wrap the column in ``F.when(...)``, to tell failures apart.
 
 Values become what the schema says: Spark names (aliases) as keys, enums as their values,
 UUIDs, URLs and emails as ``str``, sets (sorted, for stable output) and tuples as lists,
 decimals quantized half-even to the scale. A value that does not fit its type (a decimal
-with more digits than the precision, an int outside bigint) becomes null for that field,
-rather than failing the task and with it every row of the partition.
+with more digits than the precision allows, an int outside bigint) becomes null for that
+field, rather than failing the task and with it every row of the partition.
 """
 
 from __future__ import annotations

@@ -24,8 +24,8 @@ from dbstruct.spark._convert import to_frame, to_row
 
 if TYPE_CHECKING:
     import pandas as pd
-    from pyspark.sql.types import StructType
     from pydantic import BaseModel
+    from pyspark.sql.types import StructType
 
     from dbstruct.spark._worker import RowResult
 
@@ -69,19 +69,25 @@ def frame(
     import pandas as pd
 
     index = pd.RangeIndex(len(results))
-    columns: dict[str, Any] = {
-        "value": [None if v is None else to_row(v) for v in values],
-        "error": [None if r is None else describe_error(r.error) for r in results],
+    rows = [to_row(v) if v is not None else None for v in values]
+    errors = [None if r is None else describe_error(r.error) for r in results]
+    counts = {
         "attempts": [0 if r is None else r.attempts for r in results],
         "prompt_tokens": [0 if r is None else r.prompt_tokens for r in results],
         "completion_tokens": [0 if r is None else r.completion_tokens for r in results],
-        "latency_ms": [0.0 if r is None else r.latency_s * 1000.0 for r in results],
     }
-    dtypes = {"value": object, "error": object, "latency_ms": "float64"}
-    return pd.DataFrame(
-        {k: pd.Series(v, index=index, dtype=dtypes.get(k, "int64")) for k, v in columns.items()},
-        index=index,
-    )
+    columns: dict[str, Any] = {
+        "value": pd.Series(rows, index=index, dtype=object),
+        "error": pd.Series(errors, index=index, dtype=object),
+        **{k: pd.Series(v, index=index, dtype="int64") for k, v in counts.items()},
+        "latency_ms": pd.Series(
+            [0.0 if r is None else r.latency_s * 1000.0 for r in results],
+            index=index,
+            dtype="float64",
+        ),
+    }
+    out: pd.DataFrame = pd.DataFrame(columns, index=index)
+    return out
 
 
 def describe_error(error: BaseException | None) -> str | None:

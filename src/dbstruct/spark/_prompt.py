@@ -3,7 +3,8 @@
 A prompt is one of
 
 * a string: ``"Extract the user from this text: {text}"``, sent as one user message;
-* a list of messages: ``[{"role": "system", "content": "..."}, {"role": "user", "content": "{text}"}]``;
+* a list of messages, e.g.
+  ``[{"role": "system", "content": "..."}, {"role": "user", "content": "{text}"}]``;
 * a callable taking the row's values (one per input column) and returning a string or messages.
 
 Placeholders are ``{name}`` (a Python identifier). The UDF's input columns fill them
@@ -22,7 +23,7 @@ from __future__ import annotations
 import string
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Union
+from typing import Any
 
 from dbstruct.errors import ConfigurationError
 
@@ -38,7 +39,7 @@ __all__ = [
 ]
 
 Message = dict[str, str]
-PromptSpec = Union[str, Sequence[Mapping[str, str]], Callable[..., Any]]
+PromptSpec = str | Sequence[Mapping[str, str]] | Callable[..., Any]
 
 # The roles a chat request may carry before the answer; "tool" turns belong to the client.
 # https://docs.databricks.com/aws/en/machine-learning/foundation-model-apis/api-reference
@@ -98,7 +99,7 @@ class TemplatePrompt:
         filled = ["" if v is None else v for v in values]
         return tuple(
             (role, "".join(p if isinstance(p, str) else filled[p] for p in parts))
-            for role, parts in zip(self.roles, self.contents)
+            for role, parts in zip(self.roles, self.contents, strict=True)
         )
 
 
@@ -116,7 +117,7 @@ class CallablePrompt:
         return _normalize(self.fn(*values), f"returned by {_name(self.fn)}")
 
 
-Prompt = Union[TemplatePrompt, CallablePrompt]
+Prompt = TemplatePrompt | CallablePrompt
 
 
 def build_prompt(prompt: PromptSpec) -> Prompt:

@@ -129,8 +129,8 @@ class StructuredUDF:
     """
 
     evalType = _SCALAR_PANDAS_ITER
-    # An LLM call is not deterministic; saying so also stops the optimizer from inlining the
-    # call into each ``user.*`` field reference (which would call the endpoint per field).
+    # An LLM call is not deterministic: Spark must not assume that evaluating it twice (or
+    # merging two evaluations) gives the same answer, so each row is sent once.
     deterministic = False
 
     def __init__(self, spec: UdfSpec, return_type: StructType) -> None:
@@ -145,7 +145,7 @@ class StructuredUDF:
         """The Spark type of the column this UDF returns."""
         return self.returnType
 
-    def asNondeterministic(self) -> StructuredUDF:  # noqa: N802  (pyspark's UDF protocol)
+    def asNondeterministic(self) -> StructuredUDF:  # pyspark's UDF protocol
         return self
 
     def __call__(self, *cols: Column | str, **named: Column | str) -> Column:
@@ -156,9 +156,11 @@ class StructuredUDF:
         key = (bool(is_remote()), len(columns))
         udf = self._udfs.get(key)
         if udf is None:
-            from pyspark.sql.functions import pandas_udf
+            from pyspark.sql.pandas.functions import pandas_udf
 
-            udf = pandas_udf(_udf_function(self.spec, len(columns)), self.returnType)  # type: ignore[call-overload]
+            # pyspark's overloads want a literal hinted function; ours gets its hints at runtime
+            func = _udf_function(self.spec, len(columns))
+            udf = pandas_udf(func, self.returnType)  # type: ignore[call-overload]
             udf = udf.asNondeterministic()
             self._udfs[key] = udf
         return udf(*columns)  # type: ignore[no-any-return]

@@ -145,7 +145,7 @@ def _requests(spec: UdfSpec, columns: Any) -> list[Request | None]:
     for position, s in enumerate(series, start=1):
         _check_strings(spec.name, position, s)
     out: list[Request | None] = []
-    for values in zip(*(s.tolist() for s in series)):
+    for values in zip(*(s.tolist() for s in series), strict=True):
         texts = [v if isinstance(v, str) else None for v in values]
         if all(t is None or not t.strip() for t in texts):
             out.append(None)
@@ -173,7 +173,9 @@ def _check_strings(name: str, position: int, column: Any) -> None:
 
 
 def _is_text_or_null(value: Any) -> bool:
-    return value is None or isinstance(value, str) or (isinstance(value, float) and math.isnan(value))
+    if value is None or isinstance(value, str):
+        return True
+    return isinstance(value, float) and math.isnan(value)
 
 
 class _Tally:
@@ -191,7 +193,11 @@ class _Tally:
                 continue
             self.failed += 1
             if self.spec.strict:
-                logger.error("%s: a row failed and strict=True: %s", self.spec.name, describe_error(result.error))
+                logger.error(
+                    "%s: a row failed and strict=True: %s",
+                    self.spec.name,
+                    describe_error(result.error),
+                )
                 raise result.error
             if self.failed <= _LOGGED_FAILURES and not self.spec.include_status:
                 logger.warning(

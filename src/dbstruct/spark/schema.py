@@ -273,7 +273,8 @@ def _ensure_complete(model: type[BaseModel], where: _Where) -> None:
     try:
         model.model_rebuild()
     except Exception as e:
-        raise where.error(model, f"the model is not fully defined ({e})") from e
+        first_line = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise where.error(model, f"the model is not fully defined ({first_line})") from e
 
 
 def _check_unique_names(model: type[BaseModel], fields: list[FieldNode], where: _Where) -> None:
@@ -450,5 +451,5 @@ def _describe(node: Node) -> str:
 
 def _type_name(tp: Any) -> str:
     if isinstance(tp, type) and not te.get_args(tp):
-        return tp.__qualname__
+        return tp.__name__
     return repr(tp).replace("typing.", "")

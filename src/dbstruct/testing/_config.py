@@ -27,9 +27,7 @@ FAULT_KINDS = (
 )
 
 #: the kinds that still answer 200 (the model's output is what is wrong)
-OUTPUT_FAULTS = frozenset(
-    {"malformed", "invalid", "length", "refusal", "empty", "wrong_tool"}
-)
+OUTPUT_FAULTS = frozenset({"malformed", "invalid", "length", "refusal", "empty", "wrong_tool"})
 
 # https://docs.databricks.com/aws/en/machine-learning/model-serving/model-serving-limits
 # "Payload size | Per request | 16 MB. For endpoints serving foundation models, external

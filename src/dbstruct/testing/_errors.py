@@ -3,18 +3,18 @@
 Every body is what a real workspace was seen or documented to send; where only the shape is
 known the wording is ours, and the comment says so.
 
-| status | body                                                              | when                   |
-|--------|-------------------------------------------------------------------|------------------------|
-| 400    | ``{"error_code": "BAD_REQUEST", "message": "Bad request: ..."}``  | invalid request        |
-| 401    | ``{"error_code": 401, "message": "Credential was not sent ..."}`` | no bearer token        |
-| 403    | ``{"error_code": 403, "message": "Invalid access token."}``       | unknown/expired token  |
-| 403    | ``{"error_code": "PERMISSION_DENIED", ...}``                      | token lacks CAN_QUERY  |
-| 404    | ``{"error_code": "RESOURCE_DOES_NOT_EXIST", ...}``                | unknown endpoint       |
-| 429    | ``{"error_code": "REQUEST_LIMIT_EXCEEDED", ...}`` + Retry-After   | rate limits            |
-| 500    | ``{"error_code": "INTERNAL_ERROR", ...}``                         | injected               |
-| 502    | text ``upstream connect error ...`` (the gateway's, not JSON)     | injected               |
-| 503    | ``{"error_code": "TEMPORARILY_UNAVAILABLE", ...}``                | injected               |
-| 504    | text ``upstream request timeout`` (the gateway's, not JSON)       | injected, held timeout |
+| status | body                                                        | when              |
+|--------|-------------------------------------------------------------|-------------------|
+| 400    | ``{"error_code": "BAD_REQUEST", "message": "Bad request: ..."}`` | invalid request |
+| 401    | ``{"error_code": 401, "message": "Credential was not sent..."}`` | no bearer token |
+| 403    | ``{"error_code": 403, "message": "Invalid access token."}`` | bad/expired token |
+| 403    | ``{"error_code": "PERMISSION_DENIED", ...}``                | lacks CAN_QUERY   |
+| 404    | ``{"error_code": "RESOURCE_DOES_NOT_EXIST", ...}``          | unknown endpoint  |
+| 429    | ``{"error_code": "REQUEST_LIMIT_EXCEEDED", ...}``, Retry-After | rate limits    |
+| 500    | ``{"error_code": "INTERNAL_ERROR", ...}``                   | injected          |
+| 502    | text ``upstream connect error ...`` (the proxy's, not JSON) | injected          |
+| 503    | ``{"error_code": "TEMPORARILY_UNAVAILABLE", ...}``          | injected          |
+| 504    | text ``upstream request timeout`` (the proxy's, not JSON)   | injected, timeout |
 """
 
 from __future__ import annotations
@@ -116,7 +116,9 @@ def permission_denied(endpoint: str) -> ApiError:
         403,
         {
             "error_code": "PERMISSION_DENIED",
-            "message": f"User does not have permission 'CAN_QUERY' on serving endpoint '{endpoint}'.",
+            "message": (
+                f"User does not have permission 'CAN_QUERY' on serving endpoint '{endpoint}'."
+            ),
         },
     )
 
@@ -139,7 +141,7 @@ def rate_limited(
     *,
     header: bool = True,
     what: str = "rate limit",
-    fault: str = "429",
+    fault: str | None = "429",
 ) -> ApiError:
     """429 as pay-per-token endpoints send it.
 

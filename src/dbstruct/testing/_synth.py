@@ -13,6 +13,7 @@ from __future__ import annotations
 import datetime as dt
 import importlib
 import json
+import math
 import random
 import re
 import uuid
@@ -117,7 +118,8 @@ class Synth:
     # ------------------------------------------------------------ containers
 
     def _object(self, schema: dict[str, Any], depth: int) -> dict[str, Any]:
-        props = schema.get("properties") if isinstance(schema.get("properties"), dict) else {}
+        found = schema.get("properties")
+        props: dict[str, Any] = found if isinstance(found, dict) else {}
         required = set(schema.get("required") or [])
         out: dict[str, Any] = {}
         optional: list[str] = []
@@ -295,8 +297,6 @@ def _bounds(schema: dict[str, Any], *, integer: bool) -> tuple[float, float]:
     elif high == 1e18:
         high = low + 100
     if integer:
-        import math
-
         low, high = math.ceil(low), math.floor(high)
     return low, max(low, high)
 

@@ -48,8 +48,9 @@ def estimate_tokens(text: str) -> int:
     return math.ceil(len(text) / 4)
 
 
-def prompt_tokens(body: dict[str, Any]) -> int:
-    """Approximate prompt tokens: messages, plus tool and response-format definitions."""
+def prompt_tokens(body: dict[str, Any], specs: dict[str, str]) -> int:
+    """Approximate prompt tokens: messages, plus the tool and response-format definitions
+    (``specs``: their JSON text, as :func:`dbstruct.testing._validate.canonical_specs`)."""
     total = 0
     for message in body.get("messages") or []:
         if isinstance(message, dict):
@@ -59,7 +60,7 @@ def prompt_tokens(body: dict[str, Any]) -> int:
                 total += estimate_tokens(json.dumps(calls))
     for key in ("tools", "functions", "response_format"):
         if body.get(key):
-            total += estimate_tokens(json.dumps(body[key]))
+            total += math.ceil(len(specs[key]) / 4)
     return total
 
 
@@ -121,8 +122,8 @@ class Hints:
     words: tuple[str, ...] = ()
 
 
-_INT = re.compile(r"(?<![\w.])-?\d{1,12}(?![\w.]|\.\d)")
-_NUM = re.compile(r"(?<![\w.])-?\d{1,12}(?:\.\d+)?(?![\w.])")
+_INT = re.compile(r"(?<![\w.])-?\d{1,12}(?!\w|\.\d)")
+_NUM = re.compile(r"(?<![\w.])-?\d{1,12}(?:\.\d+)?(?!\w|\.\d)")
 _NAME = re.compile(r"\b[A-Z][a-z]{1,20}\b")
 _WORD = re.compile(r"\b[A-Za-z][A-Za-z'-]{2,20}\b")
 # Capitalised words that are sentence openers or schema/prompt boilerplate, not names.

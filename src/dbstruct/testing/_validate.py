@@ -10,7 +10,9 @@ https://docs.databricks.com/aws/en/machine-learning/model-serving/structured-out
 
 from __future__ import annotations
 
+import json
 import re
+from functools import lru_cache
 from typing import Any
 
 from dbstruct.testing._errors import ApiError, bad_request
@@ -21,7 +23,14 @@ from dbstruct.testing._schema_rules import (
     schema_violations,
 )
 
-__all__ = ["ROLES_MESSAGE", "is_gpt", "validate_chat"]
+__all__ = [
+    "KNOWN_FIELDS",
+    "ROLES_MESSAGE",
+    "SPEC_FIELDS",
+    "canonical_specs",
+    "is_gpt",
+    "validate_chat",
+]
 
 # [API] documented chat request fields, plus the OpenAI chat-completions fields the
 # OpenAI-compatible endpoints pass on. Anything else is refused the way real endpoints refuse
@@ -64,16 +73,58 @@ def is_gpt(endpoint: str) -> bool:
     return "gpt" in endpoint.lower()
 
 
-def validate_chat(body: dict[str, Any], endpoint: str) -> None:
-    """Raise the 400 a real endpoint answers ``body`` with, if any."""
+def validate_chat(body: dict[str, Any], endpoint: str, specs: dict[str, str]) -> None:
+    """Raise the 400 a real endpoint answers ``body`` with, if any.
+
+    ``specs``: the canonical JSON (:func:`canonical_specs`) of the request's tools, functions
+    and response format; their checks are cached on it, since every row of a batch sends the
+    same ones and walking a schema costs more than the rest of the request.
+    """
     for key in body:
         if key not in KNOWN_FIELDS:
             raise bad_request(f'Bad request: json: unknown field "{key}"')
     _check_messages(body.get("messages"), endpoint)
     _check_sampling(body)
-    _check_tools(body, endpoint)
-    _check_functions(body)
-    _check_response_format(body.get("response_format"))
+    problem = _spec_problem(
+        specs.get("tools", "null"),
+        specs.get("tool_choice", "null"),
+        specs.get("functions", "null"),
+        specs.get("function_call", "null"),
+        specs.get("response_format", "null"),
+        is_gpt(endpoint),
+    )
+    if problem is not None:
+        raise bad_request(problem)
+
+
+#: the request fields :func:`validate_chat` checks through their canonical JSON
+SPEC_FIELDS = ("tools", "tool_choice", "functions", "function_call", "response_format")
+
+
+def canonical_specs(body: dict[str, Any]) -> dict[str, str]:
+    """The canonical JSON of each of ``body``'s :data:`SPEC_FIELDS`."""
+    return {k: json.dumps(body[k], sort_keys=True) for k in SPEC_FIELDS if k in body}
+
+
+@lru_cache(maxsize=1024)
+def _spec_problem(
+    tools: str, choice: str, functions: str, call: str, fmt: str, gpt: bool
+) -> str | None:
+    """The 400 message for these (canonical JSON) specs, or None when they are accepted."""
+    body = {
+        "tools": json.loads(tools),
+        "tool_choice": json.loads(choice),
+        "functions": json.loads(functions),
+        "function_call": json.loads(call),
+    }
+    try:
+        _check_tools(body, gpt)
+        _check_functions(body)
+        _check_response_format(json.loads(fmt))
+    except ApiError as error:
+        assert isinstance(error.body, dict)
+        return str(error.body["message"])
+    return None
 
 
 # ---------------------------------------------------------------- messages
@@ -153,7 +204,7 @@ def _check_roles(messages: list[dict[str, Any]]) -> None:
         elif role == "tool":
             ok = after_calls
         elif role == "user":
-            ok = expect_user and not (i > 0 and messages[i - 1]["role"] == "tool")
+            ok = expect_user
         else:  # assistant
             ok = not expect_user
         if not ok:
@@ -214,7 +265,7 @@ def _range(body: dict[str, Any], key: str, low: float, high: float, *, low_open:
 # ---------------------------------------------------------------- tools
 
 
-def _check_tools(body: dict[str, Any], endpoint: str) -> None:
+def _check_tools(body: dict[str, Any], gpt: bool) -> None:
     tools = body.get("tools")
     choice = body.get("tool_choice")
     if tools is None:
@@ -228,23 +279,24 @@ def _check_tools(body: dict[str, Any], endpoint: str) -> None:
         raise bad_request(
             f"Bad request: at most {MAX_TOOLS} functions can be defined in tools, got {len(tools)}"
         )
-    names = [_check_tool(i, tool, endpoint) for i, tool in enumerate(tools)]
+    names = [_check_tool(i, tool, gpt) for i, tool in enumerate(tools)]
     _check_choice(choice, names)
 
 
-def _check_tool(i: int, tool: Any, endpoint: str) -> str:
+def _check_tool(i: int, tool: Any, gpt: bool) -> str:
     if not isinstance(tool, dict) or tool.get("type") != "function":
         raise bad_request(f"Bad request: tools[{i}] must be {{type: function, function: ...}}")
     function = tool.get("function")
     if not isinstance(function, dict):
         raise bad_request(f"Bad request: tools[{i}].function is required")
     name = _check_function(f"tools[{i}].function", function)
-    if "strict" in function and not is_gpt(endpoint):
+    if "strict" in function and not gpt:
         # Non-GPT endpoints refuse the field itself (whatever its value), e.g.
         # Error code: 400 - {'error_code': 'BAD_REQUEST', 'message':
         #   '{"message":"tools.0.custom.strict: Extra inputs are not permitted"}'}
         # https://github.com/databricks/databricks-ai-bridge/pull/269
-        raise bad_request(f'{{"message":"tools.{i}.custom.strict: Extra inputs are not permitted"}}')
+        detail = f"tools.{i}.custom.strict: Extra inputs are not permitted"
+        raise bad_request(json.dumps({"message": detail}, separators=(",", ":")))
     violations = schema_violations(
         function["parameters"],
         strict=bool(function.get("strict")),
@@ -363,6 +415,3 @@ def _json_type(value: Any) -> str:
     if isinstance(value, dict):
         return "object"
     return type(value).__name__
-
-
-__all__ += ["KNOWN_FIELDS", "ApiError"]

@@ -1,0 +1,35 @@
+"""A local emulator of Databricks model serving endpoints, like moto is for AWS.
+
+It serves what a workspace serves to an OpenAI client: ``POST /serving-endpoints/chat/
+completions`` (endpoint in ``"model"``) and ``POST /serving-endpoints/<name>/invocations``,
+bearer-token auth, OAuth M2M (``/oidc/...``), and rejects what real endpoints reject with
+their status codes and error bodies. Answers are synthesised from the request's schema,
+deterministically, or scripted; faults are injected on demand.
+
+    from dbstruct.testing import Emulator, Fault
+
+    with Emulator(token="dapi-test") as emu:
+        client = emu.openai_client()
+        emu.script([Fault("429"), {"name": "Ada", "age": 36}])
+        ...
+        assert emu.stats().status(429) == 1
+
+Fault markers, written anywhere in a message's text (one row of a Spark column, say):
+
+- ``[[fault:KIND]]``: every request carrying it gets the fault;
+- ``[[fault:KINDxN]]``: only the first N requests carrying the same message text do;
+  markers apply in sequence (``[[fault:429x1]][[fault:500x2]]``: 429, 500, 500, answer);
+- ``[[latency:SECONDS]]``: extra latency for that request.
+
+KIND is one of :data:`FAULT_KINDS`. The same kinds take rates in
+``configure(faults={"500": 0.05}, seed=7)`` and are :class:`Fault` script items.
+"""
+
+from __future__ import annotations
+
+from dbstruct.testing._config import FAULT_KINDS, EmulatorConfig
+from dbstruct.testing._emulator import Emulator
+from dbstruct.testing._script import Fault, Reply
+from dbstruct.testing._state import Stats
+
+__all__ = ["FAULT_KINDS", "Emulator", "EmulatorConfig", "Fault", "Reply", "Stats"]

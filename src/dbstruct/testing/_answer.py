@@ -1,0 +1,347 @@
+"""The 200 answer: a chat completion in the shape the request asked for.
+
+| request                                         | answer                                       |
+|-------------------------------------------------|----------------------------------------------|
+| ``tools`` (+ ``tool_choice`` not "none")        | ``message.tool_calls``, ``"tool_calls"``     |
+|   forced function                               | one call of it                               |
+|   "auto" / "required"                           | one call per tool (first only if             |
+|                                                 | ``parallel_tool_calls`` is false)            |
+| legacy ``functions`` (+ ``function_call``)      | ``message.function_call``, ``"function_call"``|
+| ``response_format`` json_schema / json_object   | JSON content                                 |
+| a schema written in a system/user message       | JSON content, fenced if a ```json block is   |
+|                                                 | asked for                                    |
+| anything else                                   | a plain sentence                             |
+
+Endpoints whose name contains "gpt-oss" answer content as a list of blocks (a reasoning block,
+then a text block), as Databricks documents for that model ("this model returns content as a
+list of blocks; extract the block with type "text"":
+https://learn.microsoft.com/en-us/azure/databricks/machine-learning/model-serving/structured-outputs).
+
+A refusal is OpenAI's: ``message.refusal`` set and ``content`` null, ``finish_reason`` "stop"
+(https://platform.openai.com/docs/guides/structured-outputs#refusals); Databricks documents no
+refusal field of its own (chosen: the OpenAI-compatible form).
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from dbstruct.testing._synth import Synth, break_value
+from dbstruct.testing._text import Hints, estimate_tokens, find_schema, wants_fence
+
+__all__ = ["Shape", "build_completion", "plan_shape", "stream_events"]
+
+REFUSAL_TEXT = "I'm sorry, but I can't help with that request."
+_GENERIC = {
+    "type": "object",
+    "properties": {"answer": {"type": "string"}},
+    "required": ["answer"],
+}
+
+
+@dataclass
+class Call:
+    name: str
+    schema: dict[str, Any]
+
+
+@dataclass
+class Shape:
+    kind: str  # "tools" | "function" | "json" | "fenced" | "text"
+    calls: list[Call] = field(default_factory=list)
+    schema: dict[str, Any] | None = None
+
+
+def plan_shape(body: dict[str, Any]) -> Shape:
+    messages = body["messages"]
+    tools = body.get("tools")
+    choice = body.get("tool_choice", "auto")
+    if tools and choice != "none":
+        specs = {t["function"]["name"]: t["function"].get("parameters") or {} for t in tools}
+        if isinstance(choice, dict):
+            names = [choice["function"]["name"]]
+        else:
+            names = list(specs)
+            if body.get("parallel_tool_calls") is False:
+                names = names[:1]
+        return Shape("tools", [Call(n, specs[n]) for n in names])
+    functions = body.get("functions")
+    call = body.get("function_call", "auto")
+    if functions and call != "none":
+        specs = {f["name"]: f.get("parameters") or {} for f in functions}
+        name = call["name"] if isinstance(call, dict) else next(iter(specs))
+        return Shape("function", [Call(name, specs[name])])
+    fmt = body.get("response_format") or {}
+    if fmt.get("type") == "json_schema":
+        return Shape("json", schema=fmt["json_schema"]["schema"])
+    schema = find_schema(messages)
+    if fmt.get("type") == "json_object":
+        return Shape("json", schema=schema)
+    if schema is not None:
+        return Shape("fenced" if wants_fence(messages) else "json", schema=schema)
+    return Shape("fenced" if wants_fence(messages) else "text")
+
+
+@dataclass
+class Built:
+    """The assistant message before serialisation, and why it finished."""
+
+    message: dict[str, Any] | None  # None: "choices": []
+    finish_reason: str
+    text: str  # what completion tokens are counted from
+
+
+class _Builder:
+    def __init__(self, body: dict[str, Any], endpoint: str, rng: random.Random, hints: Hints):
+        self.body = body
+        self.endpoint = endpoint
+        self.rng = rng
+        self.hints = hints
+        self.shape = plan_shape(body)
+
+    # ------------------------------------------------------------ values
+
+    def _values(self, source: dict[str, Any] | None, fault: str | None) -> list[tuple[str, Any]]:
+        """(call name or "", value) pairs; a value is JSON, or a str kept verbatim."""
+        shape = self.shape
+        if shape.kind in ("tools", "function"):
+            targets = [(c.name, c.schema) for c in shape.calls]
+        else:
+            targets = [("", shape.schema or _GENERIC)]
+        if source is not None and "text" in source:
+            return [(targets[0][0], _Verbatim(source["text"]))]
+        if source is not None and "value" in source:
+            pairs = [(targets[0][0], source["value"])]
+            schemas = [targets[0][1]]
+        else:
+            pairs = []
+            schemas = []
+            for name, schema in targets:
+                pairs.append((name, Synth(schema, self.rng, self.hints).value(schema)))
+                schemas.append(schema)
+        calls = shape.kind in ("tools", "function")
+        if fault == "invalid" or (fault == "wrong_tool" and not calls):
+            name, value = pairs[0]
+            pairs[0] = (name, break_value(value, schemas[0], schemas[0]))
+        return pairs
+
+    # ------------------------------------------------------------ message
+
+    def build(self, source: dict[str, Any] | None, fault: str | None) -> Built:
+        if fault == "empty":
+            return Built(None, "stop", "")
+        if fault == "refusal":
+            message = {"role": "assistant", "content": None, "refusal": REFUSAL_TEXT}
+            return Built(message, "stop", REFUSAL_TEXT)
+        if source is not None and "reply" in source:
+            return self._reply(source["reply"])
+        pairs = self._values(source, fault)
+        if self.shape.kind in ("tools", "function"):
+            return self._calls(pairs, fault)
+        return self._content(pairs[0][1], fault)
+
+    def _calls(self, pairs: list[tuple[str, Any]], fault: str | None) -> Built:
+        calls = []
+        for name, value in pairs:
+            args = _serialise(value)
+            if fault == "malformed":
+                args = _malform(args)
+            elif fault == "length":
+                args = _cut(args)
+            if fault == "wrong_tool":
+                name = f"{name}_unknown"
+            calls.append((name, args))
+        reason = "length" if fault == "length" else None
+        text = "".join(a for _, a in calls)
+        if self.shape.kind == "function":
+            name, args = calls[0]
+            message: dict[str, Any] = {
+                "role": "assistant",
+                "content": None,
+                "function_call": {"name": name, "arguments": args},
+            }
+            return Built(message, reason or "function_call", text)
+        message = {"role": "assistant", "content": None, "tool_calls": self._tool_calls(calls)}
+        return Built(message, reason or "tool_calls", text)
+
+    def _tool_calls(self, calls: list[tuple[str, str]]) -> list[dict[str, Any]]:
+        return [
+            {
+                "id": f"call_{self.rng.getrandbits(96):024x}",
+                "type": "function",
+                "function": {"name": name, "arguments": args},
+            }
+            for name, args in calls
+        ]
+
+    def _content(self, value: Any, fault: str | None) -> Built:
+        kind = self.shape.kind
+        if kind == "text" and not isinstance(value, _Verbatim):
+            words = " ".join(self.hints.words[:12]) or "your message"
+            text = f"This is an emulated answer about: {words}."
+        elif kind == "fenced" and not isinstance(value, _Verbatim):
+            inner = _serialise(value, indent=2)
+            inner = _malform(inner) if fault == "malformed" else inner
+            text = f"```json\n{inner}\n```"
+        else:
+            text = _serialise(value)
+            text = _malform(text) if fault == "malformed" else text
+        reason = "stop"
+        if fault == "length":
+            text, reason = _cut(text), "length"
+        return Built({"role": "assistant", "content": text}, reason, text)
+
+    def _reply(self, reply: dict[str, Any]) -> Built:
+        message: dict[str, Any] = {"role": "assistant", "content": None}
+        text = ""
+        content = reply.get("content")
+        if content is not None:
+            message["content"] = text = _serialise(_scripted(content))
+        reason = "stop"
+        if reply.get("tool_calls"):
+            calls = [(str(n), _serialise(_scripted(a))) for n, a in reply["tool_calls"]]
+            message["tool_calls"] = self._tool_calls(calls)
+            text += "".join(a for _, a in calls)
+            reason = "tool_calls"
+        if reply.get("function_call"):
+            name, args = reply["function_call"]
+            message["function_call"] = {"name": str(name), "arguments": _serialise(_scripted(args))}
+            text += message["function_call"]["arguments"]
+            reason = "function_call"
+        if reply.get("refusal"):
+            message["refusal"] = reply["refusal"]
+            text += reply["refusal"]
+        return Built(message, reply.get("finish_reason") or reason, text)
+
+
+class _Verbatim(str):
+    """Scripted raw text: used as it is, never re-serialised."""
+
+
+def _serialise(value: Any, indent: int | None = None) -> str:
+    if isinstance(value, _Verbatim):
+        return str(value)
+    return json.dumps(value, indent=indent)
+
+
+def _scripted(value: Any) -> Any:
+    """A scripted str is raw text; anything else a JSON value."""
+    return _Verbatim(value) if isinstance(value, str) else value
+
+
+def _malform(text: str) -> str:
+    """JSON that does not parse: the closing bracket replaced by a dangling comma."""
+    stripped = text.rstrip()
+    if stripped.endswith(("}", "]")):
+        return stripped[:-1].rstrip() + ","
+    return stripped + ' {"'
+
+
+def _cut(text: str) -> str:
+    """The text cut off halfway, as an answer stopped at max_tokens is."""
+    return text[: max(1, len(text) // 2)]
+
+
+# ---------------------------------------------------------------- the completion
+
+
+def build_completion(
+    body: dict[str, Any],
+    endpoint: str,
+    rng: random.Random,
+    hints: Hints,
+    *,
+    source: dict[str, Any] | None,
+    fault: str | None,
+    prompt_tokens: int,
+) -> tuple[dict[str, Any], int]:
+    """The completion body and its completion-token count."""
+    built = _Builder(body, endpoint, rng, hints).build(source, fault)
+    built = _apply_max_tokens(built, body)
+    completion_tokens = max(1, estimate_tokens(built.text)) if built.message else 0
+    choices = []
+    if built.message is not None:
+        message = _blocks(built.message, endpoint)
+        for index in range(int(body.get("n") or 1)):
+            choices.append(
+                {
+                    "index": index,
+                    "message": message,
+                    "finish_reason": built.finish_reason,
+                    "logprobs": None,
+                }
+            )
+    completion = {
+        "id": f"chatcmpl-{rng.getrandbits(96):024x}",
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": endpoint,
+        "choices": choices,
+        "usage": {
+            "prompt_tokens": prompt_tokens,
+            "completion_tokens": completion_tokens,
+            "total_tokens": prompt_tokens + completion_tokens,
+        },
+    }
+    return completion, completion_tokens
+
+
+def _apply_max_tokens(built: Built, body: dict[str, Any]) -> Built:
+    """A real model stops at ``max_tokens``: the text is cut there, finish_reason "length"."""
+    limit = body.get("max_tokens") or body.get("max_completion_tokens")
+    message = built.message
+    if not limit or message is None or estimate_tokens(built.text) <= limit:
+        return built
+    keep = int(limit) * 4
+    message = dict(message)
+    if isinstance(message.get("content"), str):
+        message["content"] = message["content"][:keep]
+    if message.get("tool_calls"):
+        message["tool_calls"] = [
+            {**c, "function": {**c["function"], "arguments": c["function"]["arguments"][:keep]}}
+            for c in message["tool_calls"]
+        ]
+    if message.get("function_call"):
+        call = message["function_call"]
+        message["function_call"] = {**call, "arguments": call["arguments"][:keep]}
+    return Built(message, "length", built.text[:keep])
+
+
+def _blocks(message: dict[str, Any], endpoint: str) -> dict[str, Any]:
+    if "gpt-oss" not in endpoint.lower() or not isinstance(message.get("content"), str):
+        return message
+    summary = "The user wants an answer in the requested format; I will give it directly."
+    blocks = [
+        {"type": "reasoning", "summary": [{"type": "summary_text", "text": summary}]},
+        {"type": "text", "text": message["content"]},
+    ]
+    return {**message, "content": blocks}
+
+
+def stream_events(completion: dict[str, Any], include_usage: bool) -> list[str]:
+    """The completion as server-sent events: one chunk per choice, then usage, then [DONE]."""
+    base = {k: completion[k] for k in ("id", "created", "model")}
+    base["object"] = "chat.completion.chunk"
+    events = []
+    for choice in completion["choices"]:
+        message = choice["message"]
+        delta: dict[str, Any] = {"role": "assistant", "content": message.get("content")}
+        if message.get("tool_calls"):
+            delta["tool_calls"] = [{"index": i, **c} for i, c in enumerate(message["tool_calls"])]
+        for key in ("function_call", "refusal"):
+            if message.get(key):
+                delta[key] = message[key]
+        chunk = {
+            **base,
+            "choices": [
+                {"index": choice["index"], "delta": delta, "finish_reason": choice["finish_reason"]}
+            ],
+        }
+        events.append(json.dumps(chunk))
+    if include_usage or not completion["choices"]:
+        events.append(json.dumps({**base, "choices": [], "usage": completion["usage"]}))
+    return [f"data: {e}\n\n" for e in events] + ["data: [DONE]\n\n"]

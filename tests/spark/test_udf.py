@@ -1,0 +1,250 @@
+"""structured_udf end to end: real Spark (classic and Connect) against the serving emulator.
+
+The emulator answers from the row's text (a capitalised word for ``name``, the integer for
+``age``), so every output row can be checked against its own input, and fault markers in the
+text (``[[fault:500]]``) make chosen rows fail.
+"""
+
+from __future__ import annotations
+
+import sys
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import pandas as pd
+import pytest
+from pydantic import BaseModel
+from pyspark import cloudpickle
+from pyspark.sql import functions as F
+
+from dbstruct.errors import ConfigurationError, SchemaMappingError
+from dbstruct.spark import spark_schema, structured_udf
+from dbstruct.spark._frames import STATUS_FIELDS
+from dbstruct.testing import Emulator
+
+pytestmark = [pytest.mark.spark, pytest.mark.timeout(240)]
+
+TOKEN = f"tok-{uuid.uuid4().hex}"  # unique: searched for in plans and reprs
+PROMPT = "Extract the user from this text: {text}"
+
+
+class User(BaseModel):
+    name: str
+    age: int
+
+
+class Sentiment(BaseModel):
+    label: str
+    score: int
+
+
+class Loose(BaseModel):
+    payload: Any
+
+
+# Workers cannot import this test module: ship its models by value, as a notebook's are.
+cloudpickle.register_pickle_by_value(sys.modules[__name__])
+
+
+def name_of(i: int) -> str:
+    """A capitalised word unique to ``i`` (the emulator takes it as the name)."""
+    letters = ""
+    while True:
+        i, r = divmod(i, 26)
+        letters += chr(ord("a") + r)
+        if i == 0:
+            return "Q" + letters
+
+
+def text_of(i: int) -> str:
+    return f"{name_of(i)} is {age_of(i)} years old"
+
+
+def age_of(i: int) -> int:
+    return i % 100  # the emulator takes integers in 0..100 for an unbounded field
+
+
+@pytest.fixture(scope="module")
+def emulator() -> Iterator[Emulator]:
+    with Emulator(token=TOKEN, retry_after=0.05) as emu:
+        yield emu
+
+
+@pytest.fixture
+def emu(emulator: Emulator) -> Emulator:
+    emulator.reset()
+    return emulator
+
+
+def make_udf(emu: Emulator, model: type[BaseModel] = User, **kw: Any) -> Any:
+    kw.setdefault("prompt", PROMPT)
+    kw.setdefault("max_retries", 2)
+    return structured_udf(model, "databricks/test-llm", base_url=emu.base_url, api_key=emu.token, **kw)
+
+
+def frame(spark: Any, texts: list[str | None]) -> Any:
+    pdf = pd.DataFrame({"id": range(len(texts)), "text": pd.Series(texts, dtype=object)})
+    return spark.createDataFrame(pdf, "id long, text string")
+
+
+# ------------------------------------------------------------------ end to end, 10k rows
+
+
+def kind_of(i: int) -> str:
+    return {0: "null", 1: "empty", 2: "blank", 3: "refusal", 4: "down", 5: "flaky"}.get(
+        i % 50, "ok"
+    )
+
+
+def row_text(i: int) -> str | None:
+    kind = kind_of(i)
+    return {
+        "null": None,
+        "empty": "",
+        "blank": "  \n\t ",
+        "refusal": f"[[fault:refusal]] {text_of(i)}",
+        "down": f"[[fault:500]] {text_of(i)}",
+        "flaky": f"[[fault:429x1]] {text_of(i)}",
+    }.get(kind, text_of(i))
+
+
+def test_ten_thousand_rows_keep_count_order_and_status(spark: Any, emu: Emulator) -> None:
+    n = 10_000
+    extract = make_udf(emu, include_status=True, concurrency=32)
+    df = frame(spark, [row_text(i) for i in range(n)])
+    spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", "1000")  # several batches
+    try:
+        rows = df.select("id", extract("text").alias("s")).collect()
+    finally:
+        spark.conf.unset("spark.sql.execution.arrow.maxRecordsPerBatch")
+
+    assert [r.id for r in rows] == list(range(n))
+    for r in rows:
+        s, kind = r.s, kind_of(r.id)
+        assert s.__fields__ == list(STATUS_FIELDS)
+        if kind in ("null", "empty", "blank"):
+            assert (s.value, s.error, s.attempts, s.prompt_tokens) == (None, None, 0, 0), r
+        elif kind == "refusal":  # not retried: the same request would be refused again
+            assert s.value is None and s.error.startswith("RefusalError"), r
+            assert s.attempts == 1
+        elif kind == "down":
+            assert s.value is None and s.error.startswith("RetriesExhaustedError"), r
+            assert s.attempts == 3
+        else:
+            assert s.error is None, r
+            assert (s.value.name, s.value.age) == (name_of(r.id), age_of(r.id))
+            assert s.attempts == (2 if kind == "flaky" else 1)
+            assert s.prompt_tokens > 0 and s.completion_tokens > 0 and s.latency_ms > 0
+    sent = n - sum(kind_of(i) in ("null", "empty", "blank") for i in range(n))
+    stats = emu.stats()
+    assert stats.status(200) == sent - sum(kind_of(i) in ("down", "refusal") for i in range(n)) + (
+        sum(kind_of(i) == "refusal" for i in range(n))  # a refusal is a 200 answer
+    )
+
+
+# ------------------------------------------------------------------ how it is used
+
+
+def test_sql_registration_and_field_access(spark: Any, emu: Emulator) -> None:
+    extract = make_udf(emu, name="extract_user")
+    spark.udf.register("extract_user", extract)
+    frame(spark, [text_of(i) for i in range(5)] + [None]).createOrReplaceTempView("reviews")
+    rows = spark.sql("SELECT id, extract_user(text).name AS name FROM reviews ORDER BY id").collect()
+    assert [(r.id, r.name) for r in rows] == [(i, name_of(i)) for i in range(5)] + [(5, None)]
+
+
+def test_select_star_calls_the_endpoint_once_per_row(spark: Any, emu: Emulator) -> None:
+    extract = make_udf(emu)
+    df = frame(spark, [text_of(i) for i in range(20)])
+    out = df.withColumn("user", extract("text")).select("id", "user.*")
+    assert out.columns == ["id", "name", "age"]
+    assert [tuple(r) for r in out.collect()] == [(i, name_of(i), age_of(i)) for i in range(20)]
+    # the UDF is non-deterministic, so Spark does not re-evaluate it per struct field
+    assert emu.stats().requests == 20
+
+
+def test_two_structured_udfs_in_one_select(spark: Any, emu: Emulator) -> None:
+    users = make_udf(emu)
+    moods = make_udf(emu, Sentiment, prompt="Rate the sentiment of: {text}")
+    df = frame(spark, [text_of(i) for i in range(10)])
+    rows = df.select("id", users("text").alias("u"), moods("text").alias("m")).collect()
+    assert [(r.id, r.u.name, r.m.score) for r in rows] == [(i, name_of(i), i) for i in range(10)]
+    assert emu.stats().requests == 20
+
+
+def test_several_columns_fill_placeholders_in_order_or_by_name(spark: Any, emu: Emulator) -> None:
+    extract = make_udf(emu, prompt="user: {name}\nage: {age} {{not a placeholder}}")
+    pdf = pd.DataFrame({"n": ["Ann", "Bob", None], "a": ["30 {0} %s", None, None]})
+    df = spark.createDataFrame(pdf, "n string, a string")
+    positional = df.select(extract("n", "a").alias("u")).collect()
+    named = df.select(extract(age=F.col("a"), name=F.col("n")).alias("u")).collect()
+    assert [r.u.name for r in positional] == ["Ann", "Bob", None]  # all-null row: not sent
+    assert [r.u.name for r in named] == ["Ann", "Bob", None]
+    sent = [m["content"] for body in emu.requests for m in body["messages"] if m["role"] == "user"]
+    # a null value renders empty; braces and %s in values are data
+    assert sorted(set(sent)) == ["user: Ann\nage: 30 {0} %s {not a placeholder}",
+                                 "user: Bob\nage:  {not a placeholder}"]
+    assert len(sent) == 4
+
+
+def test_failed_rows_are_null_fields_or_raise_with_strict(spark: Any, emu: Emulator) -> None:
+    df = frame(spark, [text_of(1), "[[fault:refusal]] Ann is 3"])
+    rows = df.select(make_udf(emu)("text").alias("u")).collect()
+    assert tuple(rows[0].u) == (name_of(1), age_of(1))
+    assert rows[1].u is not None and tuple(rows[1].u) == (None, None)  # no null struct
+    with pytest.raises(Exception, match="RefusalError"):
+        df.select(make_udf(emu, strict=True)("text").alias("u")).collect()
+
+
+def test_non_string_column_fails_before_any_request(spark: Any, emu: Emulator) -> None:
+    df = spark.range(3)
+    with pytest.raises(Exception, match="holds int64 values, not strings"):
+        df.select(make_udf(emu)("id")).collect()
+    assert emu.stats().requests == 0
+
+
+def test_no_token_in_plans_or_reprs(spark: Any, emu: Emulator, capsys: Any) -> None:
+    extract = make_udf(emu, include_status=True)
+    df = frame(spark, [text_of(1)]).withColumn("u", extract("text"))
+    df.explain(mode="extended")
+    df.explain(mode="formatted")
+    shown = capsys.readouterr().out
+    if hasattr(df, "_jdf"):  # classic: the JVM's own plan strings too
+        shown += df._jdf.queryExecution().toString()
+    assert "extract_user" in shown
+    texts = [shown, repr(extract), repr(extract.spec), str(extract.spec.credentials)]
+    assert all(TOKEN not in t for t in texts)
+    assert df.collect()[0].u.error is None  # and the token did reach the executors
+
+
+# ------------------------------------------------------------------ checked on the driver
+
+
+def test_unmappable_model_fails_when_built(emulator: Emulator) -> None:
+    with pytest.raises(SchemaMappingError, match="payload"):
+        make_udf(emulator, Loose)
+
+
+def test_bad_prompt_and_arguments_fail_when_built_or_applied(emulator: Emulator) -> None:
+    with pytest.raises(ConfigurationError, match="placeholder"):
+        make_udf(emulator, prompt="Extract {0}")
+    with pytest.raises(ConfigurationError, match="concurrency"):
+        make_udf(emulator, concurrency=0)
+    with pytest.raises(ConfigurationError, match="databricks"):
+        structured_udf(User, "openai/gpt-4o", base_url=emulator.base_url, api_key="x")
+    two = make_udf(emulator, prompt="{title}: {body}")
+    with pytest.raises(ConfigurationError, match="2 placeholder"):
+        two("text")
+    with pytest.raises(ConfigurationError, match="by placeholder name"):
+        two(title="a")
+
+
+def test_return_type_is_the_model_schema(emulator: Emulator) -> None:
+    assert make_udf(emulator).returnType == spark_schema(User)
+    status = make_udf(emulator, include_status=True).returnType
+    assert status.fieldNames() == list(STATUS_FIELDS)
+    assert status["value"].dataType == spark_schema(User)
+    assert status.simpleString().endswith(
+        "error:string,attempts:int,prompt_tokens:bigint,completion_tokens:bigint,latency_ms:double>"
+    )
