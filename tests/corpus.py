@@ -10,7 +10,7 @@ import datetime as dt
 import enum
 import uuid
 from decimal import Decimal
-from typing import Annotated, Any, Literal, Optional, Union
+from typing import Annotated, Any, Literal
 
 from pydantic import AnyUrl, BaseModel, ConfigDict, EmailStr, Field, HttpUrl
 
@@ -50,13 +50,13 @@ class Review(BaseModel):
 class Address(BaseModel):
     street: str
     city: str
-    postcode: Optional[str] = None
+    postcode: str | None = None
     country: str = "NL"
 
 
 class Customer(BaseModel):
     name: str
-    email: Optional[str] = Field(None, description="Email if mentioned")
+    email: str | None = Field(None, description="Email if mentioned")
     address: Address
 
 
@@ -69,7 +69,7 @@ class LineItem(BaseModel):
 class Order(BaseModel):
     order_id: uuid.UUID
     placed_on: dt.date
-    shipped_at: Optional[dt.datetime] = None
+    shipped_at: dt.datetime | None = None
     items: list[LineItem]
     customer: Customer
 
@@ -79,7 +79,7 @@ class Ticket(BaseModel):
 
     category: Literal["billing", "bug", "feature", "account", "other"]
     priority: Priority
-    product: Optional[str] = None
+    product: str | None = None
     needs_human: bool
     tags: list[str] = Field(default_factory=list, max_length=5)
 
@@ -88,7 +88,7 @@ class Aliased(BaseModel):
     model_config = ConfigDict(populate_by_name=True)
 
     full_name: str = Field(alias="fullName")
-    birth_date: Optional[dt.date] = Field(None, alias="birthDate")
+    birth_date: dt.date | None = Field(None, alias="birthDate")
 
 
 class Scores(BaseModel):
@@ -111,11 +111,11 @@ class Nested1(BaseModel):
 
 
 class OptionalEverything(BaseModel):
-    a: Optional[int] = None
-    b: Optional[float] = None
-    c: Optional[bool] = None
-    d: Optional[list[str]] = None
-    e: Optional[Address] = None
+    a: int | None = None
+    b: float | None = None
+    c: bool | None = None
+    d: list[str] | None = None
+    e: Address | None = None
     f: int | None = None
 
 
@@ -134,7 +134,7 @@ class WithAnnotated(BaseModel):
 class Timestamps(BaseModel):
     created: dt.datetime
     due: dt.date
-    duration: Optional[float] = Field(None, description="Hours spent")
+    duration: float | None = Field(None, description="Hours spent")
 
 
 class Money(BaseModel):
@@ -164,15 +164,15 @@ class Contract(BaseModel):
     """Key terms of a contract."""
 
     parties: list[str] = Field(description="Legal names of all parties")
-    effective_date: Optional[dt.date] = None
-    termination_notice_days: Optional[int] = Field(None, ge=0)
-    governing_law: Optional[str] = None
+    effective_date: dt.date | None = None
+    termination_notice_days: int | None = Field(None, ge=0)
+    governing_law: str | None = None
     auto_renews: bool
 
 
 class Links(BaseModel):
     homepage: HttpUrl
-    docs: Optional[AnyUrl] = None
+    docs: AnyUrl | None = None
     ids: list[uuid.UUID] = Field(default_factory=list)
 
 
@@ -206,7 +206,7 @@ class AwkwardNames(BaseModel):
     first_name: str = Field(alias="first name")
     dotted: str = Field(alias="a.b")
     select: int = Field(alias="select")
-    from_: Optional[str] = Field(None, alias="from")
+    from_: str | None = Field(None, alias="from")
 
 
 class LiteralMixed(BaseModel):
@@ -225,7 +225,7 @@ class Product(BaseModel):
     name: str
     price: Decimal = Field(max_digits=8, decimal_places=2)
     in_stock: bool
-    released: Optional[dt.date] = None
+    released: dt.date | None = None
 
 
 class Catalog(BaseModel):
@@ -284,7 +284,7 @@ class TreeNode(BaseModel):
 
 class Person(BaseModel):
     name: str
-    manager: Optional[Person] = None
+    manager: Person | None = None
 
 
 RECURSIVE: list[type[BaseModel]] = [TreeNode, Person]
@@ -295,7 +295,7 @@ class AnyField(BaseModel):
 
 
 class MixedUnion(BaseModel):
-    value: Union[int, str]
+    value: int | str
 
 
 # Accepted by the client (JSON Schema can describe them) but with no single Spark type.

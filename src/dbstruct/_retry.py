@@ -10,7 +10,7 @@ What is retried, and how:
 | failure                                    | retried | wait                                     |
 |--------------------------------------------|---------|------------------------------------------|
 | invalid answer (JSON, schema, tool call)   | re-ask  | none: the next request carries the error |
-| 429                                        | yes     | Retry-After / body ``retry_after``, else backoff |
+| 429                                        | yes     | Retry-After (or body), else backoff      |
 | 5xx, timeout, dropped connection           | yes     | exponential backoff with full jitter     |
 | 400, 401, 403, 404                         | no      | raised at once                           |
 | refusal, finish_reason=length              | no      | the same request would end the same way  |

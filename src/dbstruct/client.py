@@ -52,7 +52,7 @@ class _Base(Generic[C]):
         policy: RetryPolicy,
         defaults: dict[str, Any],
     ) -> None:
-        self._openai = openai_client
+        self._openai: C = openai_client
         self.endpoint = endpoint
         self.mode = mode
         self.credentials = credentials
@@ -85,7 +85,9 @@ class _Base(Generic[C]):
         _check_size(request, endpoint)
         policy = self.policy
         if max_retries is not None:
-            policy = RetryPolicy(max_retries, policy.deadline, policy.backoff_base, policy.backoff_max)
+            policy = RetryPolicy(
+                max_retries, policy.deadline, policy.backoff_base, policy.backoff_max
+            )
         return attempts(
             self.mode, target, request, policy, endpoint=endpoint, context=validation_context
         )
@@ -100,7 +102,8 @@ def _raise(outcome: Outcome) -> Any:
 class StructuredClient(_Base[openai.OpenAI]):
     """Blocking client; build it with :func:`dbstruct.from_provider`.
 
-    >>> user = client.create(response_model=UserExtract, messages=[{"role": "user", "content": "jason is 25"}])
+    >>> messages = [{"role": "user", "content": "jason is 25"}]
+    >>> user = client.create(response_model=UserExtract, messages=messages)
     """
 
     def create(
@@ -113,7 +116,9 @@ class StructuredClient(_Base[openai.OpenAI]):
         **kwargs: Any,
     ) -> Any:
         """A validated ``response_model`` instance (a list of them for PARALLEL_TOOLS)."""
-        return _raise(self.extract(response_model, messages, max_retries, validation_context, **kwargs))
+        return _raise(
+            self.extract(response_model, messages, max_retries, validation_context, **kwargs)
+        )
 
     def create_with_completion(
         self,
@@ -136,7 +141,7 @@ class StructuredClient(_Base[openai.OpenAI]):
         validation_context: Any = None,
         **kwargs: Any,
     ) -> Outcome:
-        """Like :meth:`create`, but returns an :class:`Outcome` instead of raising per-call errors."""
+        """Like :meth:`create`, but returns an :class:`Outcome` rather than raising."""
         try:
             plan = self._plan(response_model, messages, max_retries, validation_context, kwargs)
         except InputError as e:
@@ -149,7 +154,9 @@ class StructuredClient(_Base[openai.OpenAI]):
             else:
                 try:
                     headers = self.credentials.headers()
-                    answer = self._openai.chat.completions.create(**step.request, extra_headers=headers)
+                    answer = self._openai.chat.completions.create(
+                        **step.request, extra_headers=headers
+                    )
                 except openai.APIError as e:
                     answer = translate(e, step.request["model"], self.credentials)
                 except DbstructError as e:  # a token refresh that failed
@@ -182,7 +189,9 @@ class AsyncStructuredClient(_Base[openai.AsyncOpenAI]):
         **kwargs: Any,
     ) -> Any:
         """A validated ``response_model`` instance (a list of them for PARALLEL_TOOLS)."""
-        outcome = await self.extract(response_model, messages, max_retries, validation_context, **kwargs)
+        outcome = await self.extract(
+            response_model, messages, max_retries, validation_context, **kwargs
+        )
         return _raise(outcome)
 
     async def create_with_completion(
@@ -195,7 +204,9 @@ class AsyncStructuredClient(_Base[openai.AsyncOpenAI]):
         **kwargs: Any,
     ) -> tuple[Any, Any]:
         """The validated answer and the raw completion (usage summed over attempts)."""
-        outcome = await self.extract(response_model, messages, max_retries, validation_context, **kwargs)
+        outcome = await self.extract(
+            response_model, messages, max_retries, validation_context, **kwargs
+        )
         return _raise(outcome), outcome.completion
 
     async def extract(
@@ -206,7 +217,7 @@ class AsyncStructuredClient(_Base[openai.AsyncOpenAI]):
         validation_context: Any = None,
         **kwargs: Any,
     ) -> Outcome:
-        """Like :meth:`create`, but returns an :class:`Outcome` instead of raising per-call errors."""
+        """Like :meth:`create`, but returns an :class:`Outcome` rather than raising."""
         try:
             plan = self._plan(response_model, messages, max_retries, validation_context, kwargs)
         except InputError as e:
@@ -265,7 +276,8 @@ def _check_size(request: dict[str, Any], endpoint: str) -> None:
     size = len(json.dumps(request, default=str).encode())
     if size > MAX_PAYLOAD_BYTES:
         raise InputError(
-            f"{endpoint}: the request is {size / 1e6:.1f} MB, over the {MAX_PAYLOAD_BYTES >> 20} MB "
+            f"{endpoint}: the request is {size / 1e6:.1f} MB, "
+            f"over the {MAX_PAYLOAD_BYTES >> 20} MB "
             "payload limit of Databricks model serving; shorten the text"
         )
 
@@ -276,10 +288,14 @@ def _check_size(request: dict[str, Any], endpoint: str) -> None:
 def translate(error: openai.APIError, endpoint: str, credentials: Credentials) -> DbstructError:
     """An openai SDK error as a dbstruct error, with the endpoint named and secrets scrubbed."""
     if isinstance(error, openai.APITimeoutError):
-        return _chain(TransportError(f"{endpoint}: request timed out", endpoint=endpoint, timeout=True), error)
+        return _chain(
+            TransportError(f"{endpoint}: request timed out", endpoint=endpoint, timeout=True), error
+        )
     if isinstance(error, openai.APIConnectionError):
         why = redact(str(error.__cause__ or error))
-        return _chain(TransportError(f"{endpoint}: connection failed: {why}", endpoint=endpoint), error)
+        return _chain(
+            TransportError(f"{endpoint}: connection failed: {why}", endpoint=endpoint), error
+        )
     if not isinstance(error, openai.APIStatusError):
         return _chain(EndpointError(f"{endpoint}: {redact(str(error))}", endpoint=endpoint), error)
     status = error.status_code
@@ -294,7 +310,9 @@ def translate(error: openai.APIError, endpoint: str, credentials: Credentials) -
         )
         return _chain(AuthenticationError(hint, **kw), error)
     if status == 403:
-        text = f"{endpoint}: 403 Forbidden: no permission to query this serving endpoint ({message})"
+        text = (
+            f"{endpoint}: 403 Forbidden: no permission to query this serving endpoint ({message})"
+        )
         return _chain(PermissionDeniedError(text, **kw), error)
     if status == 404:
         text = f"{endpoint}: 404: no serving endpoint named {endpoint!r} at {credentials.base_url}"
@@ -305,7 +323,9 @@ def translate(error: openai.APIError, endpoint: str, credentials: Credentials) -
         return _chain(RateLimitError(text, retry_after=retry_after, **kw), error)
     if status >= 500 or status in (408, 425):
         return _chain(ServerError(f"{endpoint}: {status} {message}", **kw), error)
-    return _chain(BadRequestError(f"{endpoint}: {status} rejected the request: {message}", **kw), error)
+    return _chain(
+        BadRequestError(f"{endpoint}: {status} rejected the request: {message}", **kw), error
+    )
 
 
 def _is_token_error(code: str | None, message: str) -> bool:
@@ -321,10 +341,11 @@ def _chain(new: DbstructError, cause: BaseException) -> DbstructError:
 
 
 def _error_body(body: object) -> tuple[str | None, str | None]:
-    """Databricks REST errors: ``{"error_code": "...", "message": "..."}``; OpenAI's nest an ``error``."""
+    """Databricks: ``{"error_code": "...", "message": "..."}``; OpenAI nests an ``error``."""
     if not isinstance(body, dict):
         return None, None
-    inner = body.get("error") if isinstance(body.get("error"), dict) else body
+    nested = body.get("error")
+    inner: dict[str, Any] = nested if isinstance(nested, dict) else body
     code = inner.get("error_code") or inner.get("code") or inner.get("type")
     message = inner.get("message")
     return (str(code) if code else None), (str(message) if message else None)
@@ -342,7 +363,8 @@ def _retry_after(error: openai.APIStatusError) -> float | None:
     body = error.body
     if not isinstance(body, dict):
         return None
-    inner = body.get("error") if isinstance(body.get("error"), dict) else body
+    nested = body.get("error")
+    inner: dict[str, Any] = nested if isinstance(nested, dict) else body
     value = inner.get("retry_after")
     if isinstance(value, (int, float)):
         return float(value)
@@ -358,4 +380,3 @@ def _retry_after(error: openai.APIStatusError) -> float | None:
                 except ValueError:
                     return None
     return None
-

@@ -78,7 +78,9 @@ class Usage:
         )
 
     def __repr__(self) -> str:
-        return f"Usage(prompt_tokens={self.prompt_tokens}, completion_tokens={self.completion_tokens})"
+        return (
+            f"Usage(prompt_tokens={self.prompt_tokens}, completion_tokens={self.completion_tokens})"
+        )
 
 
 class DbstructError(Exception):

@@ -1,14 +1,15 @@
 """Modes: what each one sends to the endpoint, how its answer is parsed, how it re-asks.
 
-| mode           | request                                                        | answer read from          |
-|----------------|----------------------------------------------------------------|---------------------------|
-| TOOLS          | one tool with the compiled schema, ``tool_choice`` forcing it  | ``tool_calls[0]``         |
-| TOOLS_STRICT   | as TOOLS with ``"strict": true`` and the strict schema (GPT)   | ``tool_calls[0]``         |
-| PARALLEL_TOOLS | one tool per model of ``Iterable[A | B]``, ``tool_choice="required"`` | every tool call     |
-| FUNCTIONS      | legacy ``functions`` + ``function_call`` forcing it            | ``function_call``         |
-| JSON           | ``response_format`` ``json_schema`` (constrained decoding)     | the message content       |
-| JSON_O1        | as JSON, with system messages folded into the first user turn | the message content       |
-| MD_JSON        | the compact schema in the system message, asks for a json fence | the fenced block          |
+TOOLS           one tool with the compiled schema; ``tool_choice`` forces it. Answer: the
+                tool call's arguments.
+TOOLS_STRICT    as TOOLS with ``"strict": true`` and the strict schema (GPT endpoints only).
+PARALLEL_TOOLS  one tool per model of ``Iterable[A | B]``, ``tool_choice="required"``.
+                Answer: every tool call, validated by its tool's model.
+FUNCTIONS       legacy ``functions`` + ``function_call``. Answer: ``message.function_call``.
+JSON            ``response_format`` json_schema (constrained decoding). Answer: the content.
+JSON_O1         as JSON, with system messages folded into the first user turn.
+MD_JSON         the compact schema in the system message, asking for a json code block.
+                Answer: the fenced block (or bare JSON).
 
 Every handler is stateless; the per-model parts (tool specs, response formats, prompts) are
 built once and cached, so preparing a request costs a dict copy.
@@ -111,7 +112,10 @@ def _check_keys(model: type[BaseModel], count: int, limit: int, where: str, hint
 def _tool(model: type[BaseModel], strict: bool) -> dict[str, Any]:
     compiled = compile_schema(model, strict=strict)
     _check_keys(
-        model, compiled.key_count, MAX_TOOL_SCHEMA_KEYS, "a tool schema",
+        model,
+        compiled.key_count,
+        MAX_TOOL_SCHEMA_KEYS,
+        "a tool schema",
         "Use Mode.JSON (structured outputs take up to 64) or split the model.",
     )
     function: dict[str, Any] = {
@@ -146,7 +150,9 @@ def _md_json_instruction(model: type[BaseModel]) -> str:
     )
 
 
-def build_request(mode: Mode, target: ResponseTarget, messages: Sequence[Message]) -> dict[str, Any]:
+def build_request(
+    mode: Mode, target: ResponseTarget, messages: Sequence[Message]
+) -> dict[str, Any]:
     """The request fields for ``mode``: ``messages`` plus tools or a response format.
 
     The caller's ``messages`` list and dicts are never modified.
@@ -230,7 +236,9 @@ def _text(content: Any) -> str:
 _FENCE = re.compile(r"```(?:json|JSON)?\s*\n?(.*?)```", re.DOTALL)
 
 
-def parse_completion(mode: Mode, target: ResponseTarget, completion: Any, context: Any = None) -> Any:
+def parse_completion(
+    mode: Mode, target: ResponseTarget, completion: Any, context: Any = None
+) -> Any:
     """The validated answer: a model instance, or a list of them for PARALLEL_TOOLS.
 
     Raises an :class:`OutputError` subclass for an unusable answer; its ``raw`` holds the text.
@@ -272,7 +280,9 @@ def _parse_tool_calls(mode: Mode, target: ResponseTarget, message: Any, context:
     calls = getattr(message, "tool_calls", None) or []
     if not calls:
         expected = " or ".join(_name(m) for m in target.models)
-        raise InvalidOutputError(f"expected a call of tool {expected}, got none", raw=message.content)
+        raise InvalidOutputError(
+            f"expected a call of tool {expected}, got none", raw=message.content
+        )
     if mode is not Mode.PARALLEL_TOOLS:
         call = calls[0].function
         _check_name(call.name, target.model, call.arguments)

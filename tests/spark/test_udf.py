@@ -136,11 +136,14 @@ def test_ten_thousand_rows_keep_count_order_and_status(spark: Any, emu: Emulator
             assert (s.value.name, s.value.age) == (name_of(r.id), age_of(r.id))
             assert s.attempts == (2 if kind == "flaky" else 1)
             assert s.prompt_tokens > 0 and s.completion_tokens > 0 and s.latency_ms > 0
-    sent = n - sum(kind_of(i) in ("null", "empty", "blank") for i in range(n))
+    kinds = [kind_of(i) for i in range(n)]
     stats = emu.stats()
-    assert stats.status(200) == sent - sum(kind_of(i) in ("down", "refusal") for i in range(n)) + (
-        sum(kind_of(i) == "refusal" for i in range(n))  # a refusal is a 200 answer
-    )
+    assert stats.status(200) == kinds.count("ok") + kinds.count("flaky") + kinds.count("refusal")
+    assert stats.status(500) == 3 * kinds.count("down")
+    assert stats.status(429) == kinds.count("flaky")
+    # tokens are reported per row and add up to what the endpoint counted
+    assert sum(r.s.prompt_tokens for r in rows) == stats.prompt_tokens
+    assert sum(r.s.completion_tokens for r in rows) == stats.completion_tokens
 
 
 # ------------------------------------------------------------------ how it is used
@@ -198,10 +201,18 @@ def test_failed_rows_are_null_fields_or_raise_with_strict(spark: Any, emu: Emula
 
 
 def test_non_string_column_fails_before_any_request(spark: Any, emu: Emulator) -> None:
-    df = spark.range(3)
+    df = spark.range(3).withColumn("s", F.struct("id"))
+    extract = make_udf(emu)
+    # by name (and on Connect): checked on the executors, before anything is sent
     with pytest.raises(Exception, match="holds int64 values, not strings"):
-        df.select(make_udf(emu)("id")).collect()
+        df.select(extract("id")).collect()
+    with pytest.raises(Exception, match="holds struct values, not strings"):
+        df.select(extract(F.col("s"))).collect()
     assert emu.stats().requests == 0
+    if hasattr(df, "_jdf"):  # classic knows a DataFrame column's type already when applied
+        with pytest.raises(ConfigurationError, match="input column 1 is bigint, not string"):
+            extract(df["id"])
+        extract(df["id"].cast("string"))  # resolved string columns pass
 
 
 def test_no_token_in_plans_or_reprs(spark: Any, emu: Emulator, capsys: Any) -> None:

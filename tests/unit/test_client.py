@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import re
+import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -31,7 +32,12 @@ def emulator() -> Iterator[Emulator]:
 @pytest.fixture
 def emu(emulator: Emulator, monkeypatch: pytest.MonkeyPatch) -> Emulator:
     emulator.reset()
-    for key in ("DATABRICKS_TOKEN", "DATABRICKS_HOST", "DATABRICKS_API_KEY", "DATABRICKS_WORKSPACE_URL"):
+    for key in (
+        "DATABRICKS_TOKEN",
+        "DATABRICKS_HOST",
+        "DATABRICKS_API_KEY",
+        "DATABRICKS_WORKSPACE_URL",
+    ):
         monkeypatch.delenv(key, raising=False)
     for key, value in emulator.env().items():
         monkeypatch.setenv(key, value)
@@ -83,7 +89,9 @@ def test_readme_client_examples_run_verbatim(emu: Emulator) -> None:
     for block in blocks:
         namespace: dict[str, Any] = {}
         exec(block, namespace)
-        assert namespace.get("user") is None or isinstance(namespace["user"], namespace["UserExtract"])
+        assert namespace.get("user") is None or isinstance(
+            namespace["user"], namespace["UserExtract"]
+        )
 
 
 # ---------------------------------------------------------------- every mode
@@ -125,7 +133,9 @@ HINT_ONLY = {LineItem, Order, Constrained}
 
 
 @pytest.mark.parametrize("model", CORPUS, ids=lambda m: m.__name__)
-def test_every_corpus_model_round_trips_in_tools_mode(emu: Emulator, model: type[BaseModel]) -> None:
+def test_every_corpus_model_round_trips_in_tools_mode(
+    emu: Emulator, model: type[BaseModel]
+) -> None:
     outcome = client().extract(model, user("Some text about 3 things"))
     assert emu.stats().status(400) == 0  # every compiled schema was accepted
     if model in HINT_ONLY:
@@ -199,9 +209,18 @@ def test_retries_exhausted_carries_attempts_usage_and_the_last_answer(emu: Emula
 
 @pytest.mark.parametrize(
     "marker",
-    ["[[fault:429]]", "[[fault:429_body]]", "[[fault:500]]", "[[fault:503]]", "[[fault:504]]",
-     "[[fault:drop]]", "[[fault:malformed]]", "[[fault:invalid]]", "[[fault:wrong_tool]]",
-     "[[fault:empty]]"],
+    [
+        "[[fault:429]]",
+        "[[fault:429_body]]",
+        "[[fault:500]]",
+        "[[fault:503]]",
+        "[[fault:504]]",
+        "[[fault:drop]]",
+        "[[fault:malformed]]",
+        "[[fault:invalid]]",
+        "[[fault:wrong_tool]]",
+        "[[fault:empty]]",
+    ],
 )
 def test_transient_faults_are_retried(emu: Emulator, marker: str) -> None:
     text = marker.replace("]]", "x1]]") + " jason is 25"
@@ -212,10 +231,10 @@ def test_transient_faults_are_retried(emu: Emulator, marker: str) -> None:
 
 def test_429_waits_retry_after(emu: Emulator) -> None:
     emu.configure(retry_after=0.3)
-    value, completion = client().create_with_completion(
-        response_model=UserExtract, messages=user("[[fault:429x1]] jason is 25")
-    )
-    assert isinstance(value, UserExtract)
+    started = time.monotonic()
+    outcome = client().extract(UserExtract, user("[[fault:429x1]] jason is 25"))
+    assert isinstance(outcome.value, UserExtract) and outcome.attempts == 2
+    assert time.monotonic() - started >= 0.3
 
 
 def test_timeouts_are_retried_within_the_deadline(emu: Emulator) -> None:
@@ -227,9 +246,14 @@ def test_timeouts_are_retried_within_the_deadline(emu: Emulator) -> None:
 
 @pytest.mark.parametrize(
     ("marker", "error"),
-    [("[[fault:length]]", dbstruct.IncompleteOutputError), ("[[fault:refusal]]", dbstruct.RefusalError)],
+    [
+        ("[[fault:length]]", dbstruct.IncompleteOutputError),
+        ("[[fault:refusal]]", dbstruct.RefusalError),
+    ],
 )
-def test_length_and_refusal_are_not_retried(emu: Emulator, marker: str, error: type[Exception]) -> None:
+def test_length_and_refusal_are_not_retried(
+    emu: Emulator, marker: str, error: type[Exception]
+) -> None:
     with pytest.raises(error):
         client().create(response_model=UserExtract, messages=user(marker))
     assert emu.stats().requests == 1
@@ -286,7 +310,9 @@ def test_only_databricks_models(model: Any) -> None:
 def test_explicit_base_url_is_used_as_is(emu: Emulator, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("DATABRICKS_HOST", "https://wrong.example.invalid")
     c = client(base_url=emu.base_url, api_key=TOKEN)
-    assert isinstance(c.create(response_model=UserExtract, messages=user("jason is 25")), UserExtract)
+    assert isinstance(
+        c.create(response_model=UserExtract, messages=user("jason is 25")), UserExtract
+    )
 
 
 def test_token_is_not_in_repr_or_errors(emu: Emulator) -> None:

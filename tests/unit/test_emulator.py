@@ -85,14 +85,15 @@ def test_required_tool_choice_calls_every_tool_unless_parallel_calls_are_off(
     out = client.chat.completions.create(
         model="m", messages=ROW, tools=tools, tool_choice="required"
     )
-    calls = out.choices[0].message.tool_calls or []
+    calls: Any = out.choices[0].message.tool_calls or []
     assert [c.function.name for c in calls] == ["User", "Pet"]
     assert len({c.id for c in calls}) == 2
     check(json.loads(calls[1].function.arguments), pet)
     one = client.chat.completions.create(
         model="m", messages=ROW, tools=tools, tool_choice="auto", parallel_tool_calls=False
     )
-    assert [c.function.name for c in one.choices[0].message.tool_calls or []] == ["User"]
+    single: Any = one.choices[0].message.tool_calls or []
+    assert [c.function.name for c in single] == ["User"]
 
 
 def test_legacy_functions_answer_a_function_call(emu: Emulator) -> None:

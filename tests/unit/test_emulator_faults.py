@@ -12,7 +12,7 @@ import pytest
 
 from dbstruct.cli import _emulator_settings as emulator_settings
 from dbstruct.cli import build_parser, main
-from dbstruct.testing import Emulator, Fault
+from dbstruct.testing import FAULT_KINDS, Emulator, Fault
 
 pytest_plugins = ["dbstruct.testing.pytest_plugin"]
 # One client for the whole module: a new httpx client per call costs an SSL context (~20 ms).
@@ -78,6 +78,7 @@ def test_server_errors(emu: Emulator) -> None:
     assert answers[2].json()["error_code"] == "TEMPORARILY_UNAVAILABLE"
     assert answers[1].text.startswith("upstream connect error")
     assert answers[3].text == "upstream request timeout"
+    assert emu.stats().by_fault == {"500": 1, "502": 1, "503": 1, "504": 1}
 
 
 def test_timeout_holds_then_504_or_is_cancelled_by_the_client(emu: Emulator) -> None:
@@ -95,7 +96,8 @@ def test_timeout_holds_then_504_or_is_cancelled_by_the_client(emu: Emulator) -> 
             break
         time.sleep(0.02)
     stats = emu.stats()
-    assert stats.in_flight == 0 and stats.status(499) == 1 and stats.by_fault["timeout"] == 2
+    assert stats.in_flight == 0 and stats.status(499) == 1 and stats.status(504) == 1
+    assert stats.by_fault == {"timeout": 2}
 
 
 def test_dropped_connection_gets_no_answer(emu: Emulator) -> None:
@@ -181,7 +183,35 @@ def test_output_marker_counts_attempts_across_reasks(emu: Emulator) -> None:
     assert valid_user(again["choices"][0]["message"]["content"])
 
 
+EXPECTED = {"429": 429, "429_body": 429, "500": 500, "502": 502, "503": 503, "504": 504}
+EXPECTED |= {"timeout": 504, "drop": 0}
+EXPECTED |= {k: 200 for k in ("malformed", "invalid", "length", "refusal", "empty", "wrong_tool")}
+
+
+def status_of(emu: Emulator, text: str) -> int:
+    try:
+        return post(emu, text, response_format=FORMAT).status_code
+    except httpx.TransportError:
+        return 0
+
+
+@pytest.mark.parametrize("kind", FAULT_KINDS)
+def test_every_kind_as_a_marker(emu: Emulator, kind: str) -> None:
+    emu.configure(timeout_hold=0.05)
+    assert status_of(emu, f"[[fault:{kind}x1]] John is 42") == EXPECTED[kind]
+    assert status_of(emu, f"[[fault:{kind}x1]] John is 42") == 200
+    assert emu.stats().by_fault == {kind: 1}
+
+
 # ---------------------------------------------------------------- the seeded plan
+
+
+def test_every_kind_from_the_plan(emu: Emulator) -> None:
+    emu.configure(timeout_hold=0.01, faults=dict.fromkeys(FAULT_KINDS, 1 / len(FAULT_KINDS)))
+    statuses = [status_of(emu, f"row {i}") for i in range(150)]
+    by_fault = emu.stats().by_fault
+    assert set(by_fault) == set(FAULT_KINDS) and sum(by_fault.values()) == 150
+    assert statuses.count(0) == by_fault["drop"]
 
 
 def test_fault_rates_with_a_seed_are_reproducible(emu: Emulator) -> None:

@@ -36,7 +36,13 @@ def completion(message: dict[str, Any], finish_reason: str = "stop") -> ChatComp
             "object": "chat.completion",
             "created": 0,
             "model": "m",
-            "choices": [{"index": 0, "message": {"role": "assistant", **message}, "finish_reason": finish_reason}],
+            "choices": [
+                {
+                    "index": 0,
+                    "message": {"role": "assistant", **message},
+                    "finish_reason": finish_reason,
+                }
+            ],
             "usage": {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15},
         }
     )
@@ -54,7 +60,9 @@ def tool_answer(name: str, arguments: str, call_id: str = "call_1") -> dict[str,
 @pytest.mark.parametrize("mode", list(Mode))
 def test_build_request_never_mutates_the_callers_messages(mode: Mode) -> None:
     messages = copy.deepcopy(MESSAGES)
-    target = ResponseTarget.of(Iterable[Weather | Search] if mode is Mode.PARALLEL_TOOLS else UserExtract)
+    target = ResponseTarget.of(
+        Iterable[Weather | Search] if mode is Mode.PARALLEL_TOOLS else UserExtract
+    )
     request = build_request(mode, target, messages)
     assert messages == MESSAGES
     assert request["messages"] is not messages
@@ -64,7 +72,10 @@ def test_tools_forces_the_one_tool_with_the_compiled_schema() -> None:
     request = build_request(Mode.TOOLS, ResponseTarget.of(Order), MESSAGES)
     (tool,) = request["tools"]
     assert tool["type"] == "function"
-    assert request["tool_choice"] == {"type": "function", "function": {"name": tool["function"]["name"]}}
+    assert request["tool_choice"] == {
+        "type": "function",
+        "function": {"name": tool["function"]["name"]},
+    }
     assert "$defs" not in json.dumps(tool) and "$ref" not in json.dumps(tool)
     assert "strict" not in tool["function"]
 
@@ -77,7 +88,9 @@ def test_tools_strict_marks_the_function_strict() -> None:
 
 
 def test_parallel_tools_offers_one_tool_per_model() -> None:
-    request = build_request(Mode.PARALLEL_TOOLS, ResponseTarget.of(Iterable[Weather | Search]), MESSAGES)
+    request = build_request(
+        Mode.PARALLEL_TOOLS, ResponseTarget.of(Iterable[Weather | Search]), MESSAGES
+    )
     assert [t["function"]["name"] for t in request["tools"]] == ["Weather", "Search"]
     assert request["tool_choice"] == "required"
 
@@ -111,8 +124,13 @@ def test_parse_each_answer_shape() -> None:
     target = ResponseTarget.of(UserExtract)
     args = '{"name": "Jason", "age": 25}'
     expected = UserExtract(name="Jason", age=25)
-    assert parse_completion(Mode.TOOLS, target, completion(tool_answer("UserExtract", args))) == expected
-    func = completion({"content": None, "function_call": {"name": "UserExtract", "arguments": args}})
+    assert (
+        parse_completion(Mode.TOOLS, target, completion(tool_answer("UserExtract", args)))
+        == expected
+    )
+    func = completion(
+        {"content": None, "function_call": {"name": "UserExtract", "arguments": args}}
+    )
     assert parse_completion(Mode.FUNCTIONS, target, func) == expected
     assert parse_completion(Mode.JSON, target, completion({"content": args})) == expected
     fenced = completion({"content": f"Here you go:\n```json\n{args}\n```\nDone."})
@@ -124,8 +142,16 @@ def test_parse_parallel_tool_calls() -> None:
     message = {
         "content": None,
         "tool_calls": [
-            {"id": "a", "type": "function", "function": {"name": "Weather", "arguments": '{"city": "Oslo"}'}},
-            {"id": "b", "type": "function", "function": {"name": "Search", "arguments": '{"query": "x"}'}},
+            {
+                "id": "a",
+                "type": "function",
+                "function": {"name": "Weather", "arguments": '{"city": "Oslo"}'},
+            },
+            {
+                "id": "b",
+                "type": "function",
+                "function": {"name": "Search", "arguments": '{"query": "x"}'},
+            },
         ],
     }
     assert parse_completion(Mode.PARALLEL_TOOLS, target, completion(message)) == [
@@ -138,7 +164,12 @@ def test_parse_parallel_tool_calls() -> None:
     ("message", "finish", "error", "text"),
     [
         (tool_answer("UserExtract", '{"name": "J"'), "stop", InvalidOutputError, "invalid JSON"),
-        (tool_answer("UserExtract", '{"name": "J", "age": "old"}'), "stop", InvalidOutputError, "age"),
+        (
+            tool_answer("UserExtract", '{"name": "J", "age": "old"}'),
+            "stop",
+            InvalidOutputError,
+            "age",
+        ),
         (tool_answer("Other", '{"name": "J", "age": 1}'), "stop", InvalidOutputError, "'Other'"),
         ({"content": "no tool"}, "stop", InvalidOutputError, "got none"),
         (tool_answer("UserExtract", '{"name": "J'), "length", IncompleteOutputError, "max_tokens"),

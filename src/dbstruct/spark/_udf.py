@@ -151,6 +151,8 @@ class StructuredUDF:
     def __call__(self, *cols: Column | str, **named: Column | str) -> Column:
         """Apply to one column per placeholder: positionally, or by placeholder name."""
         columns = self._arrange(cols, named)
+        for position, column in enumerate(columns, start=1):
+            _check_resolved_type(self.spec.name, position, column)
         from pyspark.sql.utils import is_remote
 
         key = (bool(is_remote()), len(columns))
@@ -193,6 +195,38 @@ class StructuredUDF:
             f"model={s.model!r}, mode={s.mode}, concurrency={s.concurrency}, "
             f"include_status={s.include_status}, strict={s.strict})"
         )
+
+
+def _check_resolved_type(name: str, position: int, column: Any) -> None:
+    """Refuse a non-string column now, when Spark already knows its type.
+
+    Only a classic session's columns taken from a DataFrame (``df.text``, ``df["text"]``) carry
+    a resolved type before the query runs; for names, ``F.col`` and every Spark Connect column
+    the type is known only on the executors, where the first batch is checked before any
+    request is sent (:func:`dbstruct.spark._worker._check_strings`).
+    """
+    type_name = _resolved_type_name(column)
+    if type_name is not None and type_name not in ("string", "void"):
+        raise ConfigurationError(
+            f"{name}: input column {position} is {type_name}, not string; structured UDFs "
+            f"read text: cast the column first, e.g. F.col('...').cast('string')"
+        )
+
+
+def _resolved_type_name(column: Any) -> str | None:
+    jc = getattr(column, "_jc", None)  # classic columns only
+    if jc is None:
+        return None
+    # Spark 3.5 exposes the Catalyst expression as Column.expr(); 4.x as node().expression().
+    for get in (lambda: jc.expr(), lambda: jc.node().expression()):
+        try:
+            expression = get()
+            if not expression.resolved():
+                return None
+            return str(expression.dataType().simpleString())
+        except Exception:  # py4j: no such method on this Spark version; best effort only
+            continue
+    return None
 
 
 def _udf_function(spec: UdfSpec, arity: int | None) -> Any:

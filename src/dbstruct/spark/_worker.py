@@ -158,7 +158,7 @@ def _requests(spec: UdfSpec, columns: Any) -> list[Request | None]:
 def _check_strings(name: str, position: int, column: Any) -> None:
     """Structured UDFs read text: refuse other column types before anything is sent."""
     if isinstance(column, pd.DataFrame):
-        found = "a struct"
+        found = "struct"
     elif column.dtype != object and not pd.api.types.is_string_dtype(column.dtype):
         found = str(column.dtype)
     else:

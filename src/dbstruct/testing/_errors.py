@@ -172,8 +172,8 @@ def rate_limited(
 def server_error(status: int) -> ApiError:
     """An injected 5xx. Docs are silent on these bodies; 500/503 use the platform's codes
     (INTERNAL_ERROR, TEMPORARILY_UNAVAILABLE: databricks-sdk errors/platform.py), 502/504 the
-    plain-text answers of the proxy in front of serving (chosen: most plausible)."""
-    fault = str(status)
+    plain-text answers of the proxy in front of serving (chosen: most plausible). Counted under
+    the fault that caused it by the caller, so the error carries no stats bucket."""
     if status == 500:
         body: dict[str, Any] | str = {
             "error_code": "INTERNAL_ERROR",
@@ -190,4 +190,4 @@ def server_error(status: int) -> ApiError:
         body = "upstream request timeout"
     else:
         raise ValueError(f"not an injectable server error: {status}")
-    return ApiError(status, body, fault=fault)
+    return ApiError(status, body)
