@@ -36,7 +36,7 @@ from dbstruct.errors import (
     SchemaError,
 )
 from dbstruct.schema import compile_schema
-from dbstruct.testing._schema_rules import MAX_SCHEMA_KEYS, MAX_TOOL_SCHEMA_KEYS, MAX_TOOLS
+from dbstruct._schema_rules import MAX_SCHEMA_KEYS, MAX_TOOL_SCHEMA_KEYS, MAX_TOOLS
 
 __all__ = ["Mode", "ResponseTarget", "build_request", "parse_completion", "reask_messages"]
 
@@ -371,9 +371,8 @@ def reask_messages(
     problem = f"Your answer was not valid:\n{error}\n"
     calls = getattr(message, "tool_calls", None)
     if mode in (Mode.TOOLS, Mode.TOOLS_STRICT, Mode.PARALLEL_TOOLS) and calls:
-        assistant = {
+        assistant: Message = {
             "role": "assistant",
-            "content": message.content or "",
             "tool_calls": [
                 {
                     "id": c.id,
@@ -383,6 +382,8 @@ def reask_messages(
                 for c in calls
             ],
         }
+        if message.content:  # Claude endpoints reject empty text beside tool calls
+            assistant["content"] = message.content
         fix = problem + "Call the function again with every error fixed."
         replies = [{"role": "tool", "tool_call_id": c.id, "content": fix} for c in calls]
         return [*request_messages, assistant, *replies]

@@ -65,7 +65,7 @@ from pydantic.json_schema import GenerateJsonSchema, JsonSchemaValue
 from pydantic_core import core_schema
 
 from dbstruct.errors import SchemaError
-from dbstruct.testing._schema_rules import count_keys
+from dbstruct._schema_rules import count_keys
 
 __all__ = ["CompiledSchema", "compile_schema"]
 

@@ -44,7 +44,7 @@ class Loose(BaseModel):
 
 
 # Workers cannot import this test module: ship its models by value, as a notebook's are.
-cloudpickle.register_pickle_by_value(sys.modules[__name__])
+cloudpickle.register_pickle_by_value(sys.modules[__name__])  # type: ignore[no-untyped-call]
 
 
 def name_of(i: int) -> str:
@@ -80,7 +80,9 @@ def emu(emulator: Emulator) -> Emulator:
 def make_udf(emu: Emulator, model: type[BaseModel] = User, **kw: Any) -> Any:
     kw.setdefault("prompt", PROMPT)
     kw.setdefault("max_retries", 2)
-    return structured_udf(model, "databricks/test-llm", base_url=emu.base_url, api_key=emu.token, **kw)
+    return structured_udf(
+        model, "databricks/test-llm", base_url=emu.base_url, api_key=emu.token, **kw
+    )
 
 
 def frame(spark: Any, texts: list[str | None]) -> Any:
@@ -153,7 +155,9 @@ def test_sql_registration_and_field_access(spark: Any, emu: Emulator) -> None:
     extract = make_udf(emu, name="extract_user")
     spark.udf.register("extract_user", extract)
     frame(spark, [text_of(i) for i in range(5)] + [None]).createOrReplaceTempView("reviews")
-    rows = spark.sql("SELECT id, extract_user(text).name AS name FROM reviews ORDER BY id").collect()
+    rows = spark.sql(
+        "SELECT id, extract_user(text).name AS name FROM reviews ORDER BY id"
+    ).collect()
     assert [(r.id, r.name) for r in rows] == [(i, name_of(i)) for i in range(5)] + [(5, None)]
 
 
@@ -186,8 +190,10 @@ def test_several_columns_fill_placeholders_in_order_or_by_name(spark: Any, emu: 
     assert [r.u.name for r in named] == ["Ann", "Bob", None]
     sent = [m["content"] for body in emu.requests for m in body["messages"] if m["role"] == "user"]
     # a null value renders empty; braces and %s in values are data
-    assert sorted(set(sent)) == ["user: Ann\nage: 30 {0} %s {not a placeholder}",
-                                 "user: Bob\nage:  {not a placeholder}"]
+    assert sorted(set(sent)) == [
+        "user: Ann\nage: 30 {0} %s {not a placeholder}",
+        "user: Bob\nage:  {not a placeholder}",
+    ]
     assert len(sent) == 4
 
 

@@ -16,7 +16,6 @@ import pytest
 
 from dbstruct.testing import Emulator, Fault, Reply
 
-pytest_plugins = ["dbstruct.testing.pytest_plugin"]
 # One client for the whole module: a new httpx client per call costs an SSL context (~20 ms).
 HTTP = httpx.Client(timeout=10, trust_env=False)
 jsonschema = pytest.importorskip("jsonschema")

@@ -12,7 +12,6 @@ import pytest
 from dbstruct.testing import Emulator
 from dbstruct.testing._validate import ROLES_MESSAGE
 
-pytest_plugins = ["dbstruct.testing.pytest_plugin"]
 # One client for the whole module: a new httpx client per call costs an SSL context (~20 ms).
 HTTP = httpx.Client(timeout=10, trust_env=False)
 

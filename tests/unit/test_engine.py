@@ -1,15 +1,22 @@
-"""The sliding window of dbstruct.spark._engine, driven by fake async calls (no JVM)."""
+"""The sliding window of dbstruct.spark._engine and the UDF body around it (no JVM).
+
+Fake async calls and a fake client stand in for the endpoint."""
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import random
 import threading
 from collections.abc import Iterator, Sequence
 from typing import Any
 
+import pandas as pd
 import pytest
+from pydantic import BaseModel
 
+from dbstruct import Outcome
+from dbstruct.errors import ConfigurationError, ServerError, Usage
 from dbstruct.spark._engine import LoopThread, Request, stream
 
 pytestmark = pytest.mark.timeout(30)
@@ -69,8 +76,7 @@ def test_order_and_count_preserved_under_random_completion(loop: LoopThread) -> 
     rng = random.Random(7)
     sizes = [0, 1, 17, 5, 0, 64, 3, 40]
     data = [
-        [f"r{b}-{i}" if rng.random() > 0.2 else None for i in range(n)]
-        for b, n in enumerate(sizes)
+        [f"r{b}-{i}" if rng.random() > 0.2 else None for i in range(n)] for b, n in enumerate(sizes)
     ]
 
     async def call(text: str) -> str:
@@ -191,3 +197,126 @@ def test_concurrency_is_validated(loop: LoopThread) -> None:
 
     with pytest.raises(ValueError, match="concurrency"):
         stream([], call, loop=loop, concurrency=0)
+
+
+# ------------------------------------------------------------ the UDF body, without Spark
+
+
+def _spec(**kw: Any) -> Any:
+    from dbstruct.auth import Credentials
+    from dbstruct.modes import Mode
+    from dbstruct.spark._prompt import build_prompt
+    from dbstruct.spark._udf import UdfSpec
+
+    fields: dict[str, Any] = {
+        "id": "spec-" + str(random.random()),
+        "name": "extract_user",
+        "response_model": _User,
+        "model": "databricks/test",
+        "prompt": build_prompt("Extract: {text}"),
+        "mode": Mode.TOOLS,
+        "concurrency": 4,
+        "max_retries": 0,
+        "include_status": False,
+        "strict": False,
+        "buffer_rows": None,
+        "credentials": Credentials.from_token(
+            "http://127.0.0.1:1/serving-endpoints", "dapi" + "0" * 32
+        ),
+    }
+    fields.update(kw)
+    return UdfSpec(**fields)
+
+
+class _User(BaseModel):
+    name: str
+    age: int
+
+
+class _FakeClient:
+    """Answers "<name> <age>" texts; texts containing "fail" fail with a token in the message."""
+
+    def __init__(self) -> None:
+        self.sent: list[str] = []
+
+    async def extract(self, response_model: Any, messages: list[dict[str, str]]) -> Outcome:
+        text = messages[-1]["content"].removeprefix("Extract: ")
+        self.sent.append(text)
+        await asyncio.sleep(0)
+        if "fail" in text:
+            error = ServerError("503 upstream said: Authorization: Bearer dapi0123456789abcdef0123")
+            return Outcome(error=error, attempts=2, usage=Usage(5, 0), latency_s=0.5)
+        name, age = text.split()
+        return Outcome(response_model(name=name, age=int(age)), attempts=1, usage=Usage(7, 3))
+
+
+@pytest.fixture
+def fake_client(monkeypatch: pytest.MonkeyPatch) -> _FakeClient:
+    from dbstruct.spark import _worker
+
+    client = _FakeClient()
+
+    async def open_client(spec: Any) -> _FakeClient:
+        return client
+
+    monkeypatch.setattr(_worker, "_open_client", open_client)
+    return client
+
+
+def _run(spec: Any, *batches: list[Any]) -> list[Any]:
+    from dbstruct.spark._worker import run_partition
+
+    return list(run_partition(spec, iter([pd.Series(b, dtype=object) for b in batches])))
+
+
+def test_udf_body_skips_null_and_blank_rows_and_keeps_order(fake_client: _FakeClient) -> None:
+    frames = _run(_spec(), ["Ann 1", None, "", " \n\t"], [float("nan"), "Bob 2"])
+    assert [f.to_dict("records") for f in frames] == [
+        [{"name": "Ann", "age": 1}] + [{"name": None, "age": None}] * 3,
+        [{"name": None, "age": None}, {"name": "Bob", "age": 2}],
+    ]
+    assert fake_client.sent == ["Ann 1", "Bob 2"]
+
+
+def test_udf_body_status_columns(fake_client: _FakeClient) -> None:
+    (out,) = _run(_spec(include_status=True), ["Ann 1", None, "fail 3"])
+    rows = out.to_dict("records")
+    assert rows[0] == {
+        "value": {"name": "Ann", "age": 1}, "error": None, "attempts": 1,
+        "prompt_tokens": 7, "completion_tokens": 3, "latency_ms": 0.0,
+    }  # fmt: skip
+    assert rows[1]["attempts"] == 0 and rows[1]["value"] is None and rows[1]["error"] is None
+    assert rows[2]["value"] is None and rows[2]["attempts"] == 2 and rows[2]["latency_ms"] == 500
+    assert rows[2]["error"].startswith("ServerError: 503 upstream said")
+    assert "dapi0123" not in rows[2]["error"]
+
+
+def test_udf_body_logs_failures_redacted_or_raises_with_strict(
+    fake_client: _FakeClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.WARNING, logger="dbstruct.spark"):
+        _run(_spec(), ["fail 1", "Ann 2"])
+    assert "row failed after 2 attempt(s)" in caplog.text
+    assert "1 of 2 row(s) in this task failed" in caplog.text
+    assert "dapi0123" not in caplog.text
+    with pytest.raises(ServerError):
+        _run(_spec(strict=True), ["Ann 2"], ["fail 1"])
+
+
+def test_udf_body_refuses_non_string_columns(fake_client: _FakeClient) -> None:
+    from dbstruct.spark._worker import run_partition
+
+    with pytest.raises(ConfigurationError, match="input column 2 holds int64 values"):
+        list(run_partition(_spec(), iter([(pd.Series(["a"]), pd.Series([1]))])))
+    with pytest.raises(ConfigurationError, match="holds bytes values"):
+        _run(_spec(), ["a", b"raw"])
+    assert fake_client.sent == []
+
+
+def test_udf_body_sends_identical_rows_once_and_counts_tokens_once(
+    fake_client: _FakeClient,
+) -> None:
+    (out,) = _run(_spec(include_status=True), ["Ann 1", "Ann 1", "Bob 2", "Ann 1"])
+    assert sorted(fake_client.sent) == ["Ann 1", "Bob 2"]
+    assert [v["name"] for v in out["value"]] == ["Ann", "Ann", "Bob", "Ann"]
+    assert out["prompt_tokens"].tolist() == [7, 0, 7, 0]

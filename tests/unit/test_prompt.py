@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from dbstruct.errors import ConfigurationError
-from dbstruct.spark._prompt import as_messages, build_prompt
+from dbstruct.spark._prompt import TemplatePrompt, as_messages, build_prompt
 
 TRICKY = ["{text}", "{0}", "}}", "{{", "%s", "%(text)s", "{", "}", "{text!r:>10}", "$text", "\\n"]
 
@@ -24,6 +24,7 @@ def test_text_is_not_formatted_twice() -> None:
 
 def test_several_placeholders_fill_in_order_of_first_appearance() -> None:
     prompt = build_prompt("Title: {title}\n{body}\n(again: {title})")
+    assert isinstance(prompt, TemplatePrompt)
     assert prompt.names == ("title", "body")
     assert prompt.render(["Hi", "text"]) == (("user", "Title: Hi\ntext\n(again: Hi)"),)
 
@@ -35,6 +36,7 @@ def test_messages_share_one_placeholder_order() -> None:
             {"role": "user", "content": "{body} / {lang} / {title}"},
         ]
     )
+    assert isinstance(prompt, TemplatePrompt)
     assert prompt.names == ("lang", "body", "title")
     assert prompt.render(["nl", "B", "T"]) == (
         ("system", "Language: nl. Literal {braces}."),

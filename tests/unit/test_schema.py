@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, create_model
 
 from dbstruct.errors import SchemaError
 from dbstruct.schema import CompiledSchema, compile_schema
-from dbstruct.testing._schema_rules import schema_violations
+from dbstruct._schema_rules import schema_violations
 from tests import corpus
 from tests.corpus import CORPUS, RECURSIVE, UNMAPPABLE
 

@@ -25,7 +25,7 @@ import asyncio
 import concurrent.futures
 import threading
 from collections import deque
-from collections.abc import Awaitable, Callable, Coroutine, Hashable, Iterable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Generator, Hashable, Iterable, Sequence
 from dataclasses import dataclass
 from functools import partial
 from typing import Any, Generic, TypeVar
@@ -95,7 +95,7 @@ def stream(
     concurrency: int,
     buffer_rows: int | None = None,
     share: Callable[[R], R] | None = None,
-) -> Iterator[list[R | None]]:
+) -> Generator[list[R | None], None, None]:
     """Send every request of every batch through ``call``; yield each batch's results in order.
 
     ``None`` items are not sent and yield ``None``. An exception raised by ``call`` (a bug:
@@ -136,7 +136,7 @@ class _Window(Generic[R]):
 
     def run(
         self, batches: Iterable[Sequence[Request | None]], buffer_rows: int
-    ) -> Iterator[list[R | None]]:
+    ) -> Generator[list[R | None], None, None]:
         source = iter(batches)
         pending: deque[_Batch[R]] = deque()
         held = largest = 0

@@ -214,13 +214,15 @@ def _check_resolved_type(name: str, position: int, column: Any) -> None:
 
 
 def _resolved_type_name(column: Any) -> str | None:
-    jc = getattr(column, "_jc", None)  # classic columns only
+    jc: Any = getattr(column, "_jc", None)  # classic columns only
     if jc is None:
         return None
     # Spark 3.5 exposes the Catalyst expression as Column.expr(); 4.x as node().expression().
-    for get in (lambda: jc.expr(), lambda: jc.node().expression()):
+    for path in (("expr",), ("node", "expression")):
         try:
-            expression = get()
+            expression = jc
+            for method in path:
+                expression = getattr(expression, method)()
             if not expression.resolved():
                 return None
             return str(expression.dataType().simpleString())

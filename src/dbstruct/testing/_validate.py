@@ -16,7 +16,7 @@ from functools import lru_cache
 from typing import Any
 
 from dbstruct.testing._errors import ApiError, bad_request
-from dbstruct.testing._schema_rules import (
+from dbstruct._schema_rules import (
     MAX_SCHEMA_KEYS,
     MAX_TOOL_SCHEMA_KEYS,
     MAX_TOOLS,

@@ -1,0 +1,169 @@
+"""Throughput of structured_udf against the latency-bound limit, and against a naive UDF.
+
+    python bench/spark_throughput.py [--latency 0.5] [--concurrency 32] [--workers 2]
+
+With every request taking ``latency`` seconds, ``workers`` Python workers (one per task slot)
+each keeping ``concurrency`` requests in flight can do at most
+
+    limit = workers x concurrency / latency   rows/s
+
+This script runs, side by side in one Spark session against the serving emulator (in a
+subprocess, so it does not share the driver's interpreter):
+
+1. structured_udf, fixed latency                    target: >= 90% of the limit
+2. structured_udf, 1% of requests at 10x latency    target: >= 80% of the limit
+3. a naive row-at-a-time UDF calling the sync client, one request at a time per worker
+   (its own limit is workers / latency)             target: (1) >= 20x (3)
+
+Every run first warms up (Python workers started, clients built), then times a
+``write.format("noop")`` of all rows, which computes every row and keeps none. Texts are unique
+so no request is saved by dedupe. Not a test: it prints a table and exits.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
+os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
+
+from pydantic import BaseModel  # noqa: E402
+from pyspark import cloudpickle  # noqa: E402
+from pyspark.sql import DataFrame, SparkSession  # noqa: E402
+from pyspark.sql import functions as F  # noqa: E402
+
+from dbstruct.spark import spark_schema, structured_udf  # noqa: E402
+from dbstruct.testing import Emulator  # noqa: E402
+
+ENDPOINT = "databricks/bench-llm"
+PROMPT = "Extract the user from this text: {text}"
+
+
+class User(BaseModel):
+    name: str
+    age: int
+
+
+cloudpickle.register_pickle_by_value(sys.modules[__name__])  # type: ignore[no-untyped-call]
+
+
+@dataclass
+class Run:
+    name: str
+    rows: int
+    seconds: float
+    limit: float
+
+    @property
+    def rate(self) -> float:
+        return self.rows / self.seconds
+
+
+def session(workers: int, batch_rows: int) -> SparkSession:
+    return (
+        SparkSession.builder.master(f"local[{workers}]")
+        .appName("dbstruct-bench")
+        .config("spark.ui.enabled", "false")
+        .config("spark.driver.host", "127.0.0.1")
+        .config("spark.sql.execution.arrow.pyspark.enabled", "true")
+        .config("spark.sql.execution.arrow.maxRecordsPerBatch", str(batch_rows))
+        .config("spark.python.worker.reuse", "true")
+        .getOrCreate()
+    )
+
+
+def texts(spark: SparkSession, rows: int, partitions: int, salt: str) -> DataFrame:
+    """``rows`` unique texts, generated on the executors, in ``partitions`` even partitions."""
+    text = F.concat(F.lit(f"Ann{salt} is "), (F.col("id") % 90).cast("string"), F.lit(" years, #"), F.col("id").cast("string"))
+    return spark.range(0, rows, 1, partitions).select(F.col("id"), text.alias("text"))
+
+
+def timed(df: DataFrame, column: Any) -> float:
+    started = time.perf_counter()
+    df.select(column.alias("out")).write.format("noop").mode("overwrite").save()
+    return time.perf_counter() - started
+
+
+def naive_udf(base_url: str, token: str) -> Callable[..., Any]:
+    """A row-at-a-time Python UDF: one blocking request per row, as a first attempt would."""
+
+    def extract(text: str | None) -> Any:
+        import dbstruct
+        from dbstruct.spark._convert import to_row
+
+        client = getattr(sys, "_dbstruct_bench_client", None)  # one per worker process
+        if client is None:
+            client = dbstruct.from_provider(ENDPOINT, base_url=base_url, api_key=token)
+            sys._dbstruct_bench_client = client  # type: ignore[attr-defined]
+        if not text:
+            return None
+        outcome = client.extract(
+            response_model=User, messages=[{"role": "user", "content": PROMPT.format(text=text)}]
+        )
+        return None if outcome.value is None else to_row(outcome.value)
+
+    return F.udf(extract, spark_schema(User))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--latency", type=float, default=0.5, help="seconds per request")
+    parser.add_argument("--concurrency", type=int, default=32)
+    parser.add_argument("--workers", type=int, default=2, help="local[N]: Python workers")
+    parser.add_argument("--seconds", type=float, default=30.0, help="target length of a run")
+    parser.add_argument("--naive-seconds", type=float, default=15.0)
+    parser.add_argument("--batch-rows", type=int, default=1000, help="Arrow batch size")
+    args = parser.parse_args()
+    w, c, lat = args.workers, args.concurrency, args.latency
+    limit = w * c / lat
+    rows = int(limit * args.seconds) // w * w
+    naive_rows = max(w, int(w / lat * args.naive_seconds) // w * w)
+
+    spark = session(w, args.batch_rows)
+    spark.sparkContext.setLogLevel("ERROR")
+    emu = Emulator.spawn(token="dapi-bench", latency=lat, seed=1)
+    try:
+        udf = structured_udf(
+            User, ENDPOINT, PROMPT, concurrency=c, base_url=emu.base_url, api_key=emu.token
+        )
+        naive = naive_udf(emu.base_url, emu.token)
+        runs: list[Run] = []
+
+        timed(texts(spark, 4 * w * c, w, "warm"), udf("text"))  # start workers and clients
+        emu.reset()
+        runs.append(Run("structured_udf, fixed latency", rows, timed(texts(spark, rows, w, "a"), udf("text")), limit))
+
+        emu.configure(tail=0.01, tail_factor=10.0)
+        runs.append(Run("structured_udf, 1% at 10x latency", rows, timed(texts(spark, rows, w, "b"), udf("text")), limit))
+        emu.configure(tail=0.0)
+
+        timed(texts(spark, w, w, "warm2"), naive("text"))
+        runs.append(Run("naive row-at-a-time, sync client", naive_rows, timed(texts(spark, naive_rows, w, "c"), naive("text")), limit))
+        report(runs, args, emu.stats().max_in_flight)
+    finally:
+        emu.stop()
+        spark.stop()
+
+
+def report(runs: list[Run], args: argparse.Namespace, max_in_flight: int) -> None:
+    w, c, lat = args.workers, args.concurrency, args.latency
+    print(f"\nworkers={w} concurrency={c} latency={lat}s batch_rows={args.batch_rows} "
+          f"limit = {w}x{c}/{lat} = {w * c / lat:.0f} rows/s  (cpus: {os.cpu_count()})")
+    print(f"{'run':<38}{'rows':>7}{'seconds':>9}{'rows/s':>9}{'of limit':>10}")
+    for run in runs:
+        print(f"{run.name:<38}{run.rows:>7}{run.seconds:>9.1f}{run.rate:>9.1f}{run.rate / run.limit:>10.1%}")
+    fixed, tail, naive = runs
+    print(f"\nfixed latency: {fixed.rate / fixed.limit:.1%} of the limit (target >= 90%)")
+    print(f"with slow tail: {tail.rate / tail.limit:.1%} of the limit (target >= 80%)")
+    print(f"vs naive: {fixed.rate / naive.rate:.1f}x (target >= 20x; naive limit {w / lat:.0f} rows/s)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,3 @@
+"""Shared test set-up: the serving emulator's fixtures."""
+
+pytest_plugins = ["dbstruct.testing.pytest_plugin"]
