@@ -1,5 +1,6 @@
 """The ``dbstruct`` command: ``dbstruct <subcommand> ...``.
 
+    dbstruct run conf/demo.yml
     dbstruct emulator --host 127.0.0.1 --port 8000 --token dapi-test --latency 0.05 --qps 20
 
 Each subcommand is a ``_add_<name>(subparsers)`` function that registers its parser and sets
@@ -21,6 +22,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="dbstruct", description=__doc__.splitlines()[0])
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     subparsers.required = True
+    _add_run(subparsers)
     _add_emulator(subparsers)
     return parser
 
@@ -30,6 +32,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     result: int = args.func(args)
     return result
+
+
+# ---------------------------------------------------------------- dbstruct run
+
+
+def _add_run(subparsers: Any) -> None:
+    p = subparsers.add_parser(
+        "run",
+        help="run an extraction job from a conf file (default: conf/demo.yml)",
+        description="Run the scheduled extraction job described by a YAML conf file.",
+        add_help=False,  # the job parses its own arguments, --help included
+    )
+    p.add_argument("job_args", nargs=argparse.REMAINDER)
+    p.set_defaults(func=_run_job)
+
+
+def _run_job(args: argparse.Namespace) -> int:
+    from dbstruct.jobs import main as job_main
+
+    return job_main(list(args.job_args))
 
 
 # ---------------------------------------------------------------- dbstruct emulator

@@ -1,9 +1,11 @@
 """A sliding window of async requests over a stream of batches, for iterator pandas UDFs.
 
-Spark hands an iterator pandas UDF its partition as a stream of Arrow batches and expects
-one output row per input row, in order. :func:`stream` keeps up to ``concurrency`` requests
-in flight *across* batch boundaries: rows of the next batch start as soon as a slot frees,
-while a slow row of the current batch is still running (no gather-per-batch barrier).
+Spark hands an iterator pandas UDF its partition as a stream of Arrow batches (10,000 rows
+each by default, ``spark.sql.execution.arrow.maxRecordsPerBatch``:
+https://docs.databricks.com/udf/pandas.html) and expects one output row per input row, in
+order. :func:`stream` keeps up to ``concurrency`` requests in flight *across* batch
+boundaries: rows of the next batch start as soon as a slot frees, while a slow row of the
+current batch is still running (no gather-per-batch barrier).
 
     thread that Spark runs the UDF on          event loop (daemon thread)
     ---------------------------------          ---------------------------

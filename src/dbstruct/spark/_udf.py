@@ -81,7 +81,10 @@ def structured_udf(
     ``prompt`` is a template (placeholders filled by the input columns in order of first
     appearance), a list of messages, or a function of the row's values; see
     :mod:`dbstruct.spark._prompt`. ``concurrency`` requests run at once per Python worker
-    (one per task slot). Null, empty or blank input gives null fields and sends nothing.
+    (one per task slot), across Arrow batch boundaries; ``buffer_rows`` (default
+    16 x concurrency, and at least two Arrow batches) bounds the rows read ahead. Null, empty
+    or blank input gives null fields and sends nothing; identical prompts in flight at the
+    same time are sent once.
 
     A row that still fails after ``max_retries`` has null fields (Spark cannot return a null
     struct from a pandas UDF: ``user IS NULL`` is false, ``user.name IS NULL`` is true); the
@@ -89,12 +92,21 @@ def structured_udf(
     ``struct<value, error, attempts, prompt_tokens, completion_tokens, latency_ms>`` with
     ``value`` null on failure; ``strict=True`` fails the task on the first failed row instead.
 
+    Input columns must be strings. A classic session checks a DataFrame's own column
+    (``df.text``) when the UDF is applied; for column names, ``F.col`` and on Spark Connect
+    the type is only known on the executors, which check each batch before sending anything
+    (the task fails with a ``ConfigurationError`` naming the column).
+
     Other keyword arguments (``temperature``, ``max_tokens``, ``timeout``, ...) go to
     :func:`dbstruct.from_provider`. Credentials are resolved here, on the driver, and shipped
     to the executors with the UDF (never shown in plans, reprs or logs).
     """
     if not isinstance(concurrency, int) or concurrency < 1:
         raise ConfigurationError(f"concurrency must be a positive int, got {concurrency!r}")
+    if buffer_rows is not None and buffer_rows < 1:
+        raise ConfigurationError(f"buffer_rows must be >= 1, got {buffer_rows!r}")
+    parsed_prompt = build_prompt(prompt)
+    value_type = spark_schema(response_model)  # SchemaMappingError, on the driver
     creds = credentials or resolve_credentials(base_url=base_url, api_key=api_key)
     # Builds (and drops) a client: checks the endpoint name, mode, retries and options here.
     probe = dbstruct.from_provider(
@@ -102,13 +114,12 @@ def structured_udf(
     )
     probe.close()
     compile_schema(response_model, strict=probe.mode is Mode.TOOLS_STRICT)
-    value_type = spark_schema(response_model)  # SchemaMappingError, on the driver
     spec = UdfSpec(
         id=uuid.uuid4().hex,
         name=name or f"extract_{response_model.__name__.lower()}",
         response_model=response_model,
         model=model,
-        prompt=build_prompt(prompt),
+        prompt=parsed_prompt,
         mode=probe.mode,
         concurrency=concurrency,
         max_retries=max_retries,

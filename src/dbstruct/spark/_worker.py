@@ -4,7 +4,8 @@ Spark runs an iterator pandas UDF once per partition (task), in a Python worker 
 is reused across tasks (``spark.python.worker.reuse``, on by default). The event loop (in a
 daemon thread) and one async client per UDF (with its HTTP connection pool) live in a
 module-level cache here, so they are built on the first batch a process sees and reused for
-every later batch and task; never per batch or per row.
+every later batch and task; never per batch or per row. (An iterator UDF is the form meant
+for state initialized once and reused over batches: https://docs.databricks.com/udf/pandas.html)
 """
 
 from __future__ import annotations
@@ -101,14 +102,15 @@ async def _open_client(spec: UdfSpec) -> Any:
     import dbstruct  # the client modules need neither pyspark nor pandas
 
     # built inside the loop so its connection pool belongs to this loop
+    # in-flight requests never exceed concurrency, so neither need connections
+    options = {"max_connections": spec.concurrency, **dict(spec.client_options)}
     return dbstruct.from_provider(
         spec.model,
         async_client=True,
         mode=spec.mode,
         max_retries=spec.max_retries,
         credentials=spec.credentials,
-        max_connections=spec.concurrency,
-        **dict(spec.client_options),
+        **options,
     )
 
 
@@ -126,16 +128,20 @@ def run_partition(spec: UdfSpec, batches: Iterator[Any]) -> Iterator[pd.DataFram
         return RowResult.of(outcome)
 
     requests = (_requests(spec, columns) for columns in batches)
-    for results in stream(
+    outputs = stream(
         requests,
         call,
         loop=runtime.loop,
         concurrency=spec.concurrency,
         buffer_rows=spec.buffer_rows,
         share=RowResult.shared,
-    ):
-        tally.check(results)
-        yield frame(spec.response_model, results, spec.include_status)
+    )
+    try:
+        for results in outputs:
+            tally.check(results)
+            yield frame(spec.response_model, results, spec.include_status)
+    finally:
+        outputs.close()  # Spark may stop early (LIMIT): cancel what is still in flight
     tally.summary()
 
 
@@ -173,7 +179,7 @@ def _check_strings(name: str, position: int, column: Any) -> None:
 
 
 def _is_text_or_null(value: Any) -> bool:
-    if value is None or isinstance(value, str):
+    if value is None or value is pd.NA or isinstance(value, str):
         return True
     return isinstance(value, float) and math.isnan(value)
 

@@ -1,0 +1,148 @@
+"""What a run did: per-chunk counts, the progress line after each chunk, the final summary."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field, fields
+
+__all__ = ["ChunkStats", "JobSummary", "Progress", "format_duration"]
+
+logger = logging.getLogger("dbstruct.jobs")
+
+
+@dataclass(frozen=True)
+class ChunkStats:
+    """Counts of the rows one chunk committed (read back from the target)."""
+
+    rows: int = 0
+    succeeded: int = 0
+    failed: int = 0
+    empty: int = 0  # null or blank text: nothing was sent
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+    def __add__(self, other: ChunkStats) -> ChunkStats:
+        return ChunkStats(*(getattr(self, f.name) + getattr(other, f.name) for f in fields(self)))
+
+
+@dataclass(frozen=True)
+class JobSummary:
+    """The outcome of :func:`dbstruct.jobs.run_job`.
+
+    ``processed`` rows were sent (or found empty) in this run; ``skipped`` source rows were
+    already in the target (resumed or incremental runs). ``error_rate`` is failed/processed.
+    """
+
+    name: str
+    target: str
+    target_format: str
+    model: str
+    source_rows: int
+    skipped: int
+    chunks: int
+    done: ChunkStats
+    wall_seconds: float
+    max_error_rate: float
+    run_id: str
+    emulated: bool = False
+    notes: tuple[str, ...] = field(default=())
+
+    @property
+    def processed(self) -> int:
+        return self.done.rows
+
+    @property
+    def succeeded(self) -> int:
+        return self.done.succeeded
+
+    @property
+    def failed(self) -> int:
+        return self.done.failed
+
+    @property
+    def prompt_tokens(self) -> int:
+        return self.done.prompt_tokens
+
+    @property
+    def completion_tokens(self) -> int:
+        return self.done.completion_tokens
+
+    @property
+    def error_rate(self) -> float:
+        return self.done.failed / self.done.rows if self.done.rows else 0.0
+
+    @property
+    def rows_per_second(self) -> float:
+        return self.done.rows / self.wall_seconds if self.wall_seconds > 0 else 0.0
+
+    @property
+    def exit_code(self) -> int:
+        """0, or 1 when the error rate is over ``max_error_rate``."""
+        return 1 if self.error_rate > self.max_error_rate else 0
+
+    def to_text(self) -> str:
+        d = self.done
+        verdict = "over" if self.exit_code else "within"
+        lines = [
+            f"dbstruct job {self.name!r}: {self.model} -> {self.target} ({self.target_format})",
+            f"  source rows   {self.source_rows:>10,}",
+            f"  skipped       {self.skipped:>10,}   already in the target",
+            f"  processed     {d.rows:>10,}   in {self.chunks} chunk(s), run {self.run_id}",
+            f"    succeeded   {d.succeeded:>10,}",
+            f"    failed      {d.failed:>10,}   error rate {self.error_rate:.2%} "
+            f"({verdict} max_error_rate {self.max_error_rate:.2%})",
+            f"    no text     {d.empty:>10,}   null or blank: nothing sent",
+            f"  tokens in     {d.prompt_tokens:>10,}",
+            f"  tokens out    {d.completion_tokens:>10,}",
+            f"  wall time     {format_duration(self.wall_seconds):>10}   "
+            f"{self.rows_per_second:,.1f} rows/s",
+        ]
+        if self.emulated:
+            lines.append("  answers       from the local serving emulator, not a real model")
+        lines.extend(f"  note          {n}" for n in self.notes)
+        return "\n".join(lines)
+
+
+def format_duration(seconds: float) -> str:
+    """``"42.0s"``, ``"3m05s"``, ``"2h03m"``."""
+    if seconds < 60:
+        return f"{seconds:.1f}s"
+    minutes, secs = divmod(int(round(seconds)), 60)
+    if minutes < 60:
+        return f"{minutes}m{secs:02d}s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m"
+
+
+class Progress:
+    """Logs rows done of total, rate and ETA after each committed chunk."""
+
+    def __init__(
+        self, total: int, chunks: int, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.total = total
+        self.chunks = chunks
+        self.clock = clock
+        self.started = clock()
+        self.done = ChunkStats()
+        self.committed = 0
+
+    def chunk_done(self, stats: ChunkStats) -> str:
+        """Add a committed chunk's counts; log and return the progress line."""
+        self.done = self.done + stats
+        self.committed += 1
+        elapsed = max(self.clock() - self.started, 1e-9)
+        rate = self.done.rows / elapsed
+        remaining = max(self.total - self.done.rows, 0)
+        eta = format_duration(remaining / rate) if rate > 0 and remaining else "-"
+        share = self.done.rows / self.total if self.total else 1.0
+        line = (
+            f"chunk {self.committed}/{self.chunks} committed: {self.done.rows:,} of "
+            f"{self.total:,} rows ({share:.0%}), {rate:,.1f} rows/s, ETA {eta}; "
+            f"{self.done.failed:,} failed, tokens {self.done.prompt_tokens:,} in / "
+            f"{self.done.completion_tokens:,} out"
+        )
+        logger.info("%s", line)
+        return line

@@ -1,0 +1,422 @@
+"""Job files: YAML, validated into a :class:`JobConfig` (``version: 1``).
+
+    conf = load_config("conf/tickets.yml", overrides=["target.mode=overwrite"])
+
+A bad file raises :class:`~dbstruct.errors.ConfigurationError` with one line per problem,
+naming the file, the key and what was expected::
+
+    conf/x.yml: source.table: expected catalog.schema.table, got 'foo'
+
+See ``conf/demo.yml`` and ``conf/tickets.yml`` for every key with comments.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib
+import os
+import re
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from dbstruct.errors import ConfigurationError
+from dbstruct.jobs._secrets import check_reference_syntax, inline_secret_errors, is_reference
+from dbstruct.modes import Mode
+
+__all__ = [
+    "CredentialsConfig",
+    "EmulatorSettings",
+    "JobConfig",
+    "SourceConfig",
+    "TargetConfig",
+    "apply_overrides",
+    "load_config",
+    "parse_config",
+]
+
+# An unquoted Unity Catalog name part, or a backquoted one.
+_PART = r"(?:[A-Za-z0-9_]+|`[^`]+`)"
+_TABLE = re.compile(rf"{_PART}\.{_PART}\.{_PART}")
+_MODEL_REF = re.compile(r"[A-Za-z_][\w.]*:[A-Za-z_]\w*")
+_COLUMN = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+# Status columns every target row carries, beside the id (see dbstruct.spark._frames).
+STATUS_COLUMNS = ("error", "attempts", "prompt_tokens", "completion_tokens", "latency_ms")
+#: columns the job adds: the batch that wrote the row, and when
+JOB_COLUMNS = ("batch", "processed_at")
+# structured_udf arguments the job file sets elsewhere (or never: credentials).
+_RESERVED_OPTIONS = {
+    "model": "model", "mode": "mode", "max_retries": "max_retries",
+    "concurrency": "concurrency", "prompt": "prompt", "response_model": "response_model",
+    "include_status": "-", "strict": "-", "name": "-", "async_client": "-",
+    "base_url": "credentials.host", "api_key": "credentials.token", "credentials": "credentials",
+}  # fmt: skip
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _table_name(value: str | None) -> str | None:
+    if value is not None and not _TABLE.fullmatch(value.strip()):
+        raise ValueError(f"expected catalog.schema.table, got {value!r}")
+    return None if value is None else value.strip()
+
+
+class SourceConfig(_Section):
+    """Where the rows come from: a table, a path and format, or the bundled sample."""
+
+    table: str | None = None
+    path: str | None = None
+    format: Literal["delta", "parquet", "json", "csv", "orc"] | None = None
+    options: dict[str, str] = Field(default_factory=dict)
+    sample: Literal["tickets"] | None = None
+    id_column: str
+    text_columns: list[str] = Field(min_length=1)
+    keep_columns: list[str] = Field(default_factory=list)
+    where: str | None = None
+    limit: int | None = Field(default=None, ge=1)
+
+    _check_table = field_validator("table")(_table_name)
+
+    @field_validator("text_columns", mode="before")
+    @classmethod
+    def _one_or_many(cls, value: Any) -> Any:
+        return [value] if isinstance(value, str) else value
+
+    @field_validator("id_column")
+    @classmethod
+    def _column(cls, value: str) -> str:
+        if not _COLUMN.fullmatch(value):
+            raise ValueError(f"expected a column name, got {value!r}")
+        return value
+
+    @field_validator("text_columns", "keep_columns")
+    @classmethod
+    def _columns(cls, value: list[str]) -> list[str]:
+        for name in value:
+            cls._column(name)
+        if len(set(value)) != len(value):
+            raise ValueError(f"names a column twice: {value}")
+        return value
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> SourceConfig:
+        kinds = [k for k in ("table", "path", "sample") if getattr(self, k) is not None]
+        if len(kinds) != 1:
+            raise ValueError(f"give exactly one of table, path or sample, got {kinds or 'none'}")
+        if self.format is not None and self.path is None:
+            raise ValueError("format goes with path (a table knows its format)")
+        if self.id_column in self.text_columns + self.keep_columns:
+            raise ValueError(f"id_column {self.id_column!r} is also a text or keep column")
+        return self
+
+    def describe(self) -> str:
+        if self.table:
+            return self.table
+        if self.path:
+            return f"{self.path} ({self.format or 'parquet'})"
+        return f"bundled sample '{self.sample}'"
+
+
+class TargetConfig(_Section):
+    """Where the results go, and how they are laid out."""
+
+    table: str | None = None
+    path: str | None = None
+    format: Literal["auto", "delta", "parquet"] = "auto"
+    mode: Literal["append", "overwrite"] = "append"
+    output: Literal["struct", "flatten"] = "struct"
+    result_column: str = "result"
+
+    _check_table = field_validator("table")(_table_name)
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> TargetConfig:
+        if (self.table is None) == (self.path is None):
+            raise ValueError("give exactly one of table or path")
+        if not _COLUMN.fullmatch(self.result_column):
+            raise ValueError(f"result_column: expected a column name, got {self.result_column!r}")
+        return self
+
+    def describe(self) -> str:
+        return self.table or str(self.path)
+
+
+class CredentialsConfig(_Section):
+    """How to reach the workspace; secrets only as references. Omitted: dbstruct's usual
+    order (DATABRICKS_HOST/DATABRICKS_TOKEN, notebook context, databricks-sdk profiles)."""
+
+    host: str | None = None
+    token: str | None = None
+    client_id: str | None = None
+    client_secret: str | None = None
+
+    @field_validator("host", "client_id")
+    @classmethod
+    def _references(cls, value: str | None) -> str | None:
+        return None if value is None else check_reference_syntax(value)
+
+    @model_validator(mode="after")
+    def _one_method(self) -> CredentialsConfig:
+        for key in ("token", "client_secret"):
+            value = getattr(self, key)
+            if value is not None and not is_reference(value):  # also checked before parsing
+                raise ValueError(f"{key} must be a secret reference")
+        if self.token and self.client_secret:
+            raise ValueError("give token or client_id + client_secret, not both")
+        if (self.client_id is None) != (self.client_secret is None):
+            raise ValueError("client_id and client_secret go together (OAuth M2M)")
+        if self.client_secret and not self.host:
+            raise ValueError("OAuth M2M (client_id, client_secret) needs host")
+        return self
+
+
+class EmulatorSettings(_Section):
+    """The in-process serving emulator (dbstruct.testing.Emulator) the demo talks to."""
+
+    latency: float = Field(default=0.05, ge=0)
+    faults: dict[str, float] = Field(default_factory=dict)
+    seed: int = 0
+    qps: float | None = Field(default=None, gt=0)
+
+
+class JobConfig(_Section):
+    """A validated job file. ``response_model`` is importable when this exists."""
+
+    version: Literal[1]
+    name: str = "dbstruct-job"
+    source: SourceConfig
+    response_model: str
+    model: str
+    prompt: str | list[dict[str, str]] | None = None
+    mode: str = "TOOLS"
+    concurrency: int = Field(default=16, ge=1, le=512)
+    max_retries: int = Field(default=3, ge=0, le=20)
+    options: dict[str, Any] = Field(default_factory=dict)
+    partitions: int = Field(default=4, ge=1, le=10_000)
+    chunk_rows: int = Field(default=5000, ge=1)
+    retry_failed: bool = False
+    max_error_rate: float = Field(default=0.05, ge=0, le=1)
+    target: TargetConfig
+    emulator: EmulatorSettings | None = None
+    credentials: CredentialsConfig | None = None
+
+    @field_validator("emulator", mode="before")
+    @classmethod
+    def _emulator_flag(cls, value: Any) -> Any:
+        if value is True:
+            return {}
+        return None if value is False else value
+
+    @field_validator("response_model")
+    @classmethod
+    def _importable(cls, value: str) -> str:
+        _import_model(value)
+        return value
+
+    @field_validator("model")
+    @classmethod
+    def _endpoint(cls, value: str) -> str:
+        from dbstruct.providers import parse_model
+
+        try:
+            parse_model(value)
+        except ConfigurationError:
+            raise ValueError(f"expected databricks/<endpoint-name>, got {value!r}") from None
+        return value
+
+    @field_validator("mode")
+    @classmethod
+    def _mode(cls, value: str) -> str:
+        for mode in Mode:
+            if value.strip() in (mode.value, mode.name, mode.name.lower(), f"Mode.{mode.name}"):
+                return mode.name
+        raise ValueError(f"expected one of {', '.join(m.name for m in Mode)}, got {value!r}")
+
+    @field_validator("options")
+    @classmethod
+    def _options(cls, value: dict[str, Any]) -> dict[str, Any]:
+        for key in value:
+            if key in _RESERVED_OPTIONS:
+                where = _RESERVED_OPTIONS[key]
+                hint = f"set {where} instead" if where != "-" else "the job sets it"
+                raise ValueError(f"{key!r} is not an option here: {hint}")
+        return value
+
+    @model_validator(mode="after")
+    def _prompt_fits(self) -> JobConfig:
+        _check_prompt(self.prompt_spec, self.source.text_columns)
+        _check_names(self)
+        return self
+
+    @property
+    def prompt_spec(self) -> str | list[dict[str, str]]:
+        """The prompt, ``"{text}"`` when omitted (one text column)."""
+        return self.prompt if self.prompt is not None else "{text}"
+
+    @property
+    def response_model_class(self) -> type[BaseModel]:
+        return _import_model(self.response_model)
+
+    @property
+    def mode_enum(self) -> Mode:
+        return Mode[self.mode]
+
+
+@functools.lru_cache(maxsize=64)
+def _import_model(ref: str) -> type[BaseModel]:
+    if not _MODEL_REF.fullmatch(ref):
+        raise ValueError(f"expected package.module:ClassName, got {ref!r}")
+    module_name, _, class_name = ref.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as e:
+        raise ValueError(f"cannot import {module_name!r} ({type(e).__name__}: {e})") from None
+    found = getattr(module, class_name, None)
+    if not (isinstance(found, type) and issubclass(found, BaseModel)):
+        raise ValueError(f"{ref!r} is not a pydantic BaseModel class")
+    return found
+
+
+def _check_prompt(prompt: str | list[dict[str, str]], columns: list[str]) -> None:
+    from dbstruct.spark._prompt import TemplatePrompt, build_prompt
+
+    try:
+        parsed = build_prompt(prompt)
+    except ConfigurationError as e:
+        raise ValueError(str(e).removeprefix("prompt ")) from None
+    assert isinstance(parsed, TemplatePrompt)  # strings and message lists only, here
+    if set(parsed.names) != set(columns) and parsed.arity != len(columns):
+        raise ValueError(
+            f"prompt: its placeholders ({', '.join(parsed.names) or 'none'}) must be the text "
+            f"columns' names, or as many as source.text_columns ({', '.join(columns)})"
+        )
+
+
+def _check_names(conf: JobConfig) -> None:
+    """Refuse output column names that would collide."""
+    taken = [conf.source.id_column, *conf.source.keep_columns, *STATUS_COLUMNS, *JOB_COLUMNS]
+    if conf.target.output == "struct":
+        fields = [conf.target.result_column]
+    else:
+        from dbstruct.spark.schema import spark_schema_json
+
+        fields = [f["name"] for f in spark_schema_json(conf.response_model_class)["fields"]]
+    clash = sorted(set(fields) & set(taken))
+    if clash:
+        raise ValueError(
+            f"target: output column(s) {clash} collide with the id, keep, status or job columns "
+            f"({', '.join(taken)}); rename the result column or use output: struct"
+        )
+
+
+# ---------------------------------------------------------------- loading
+
+
+def load_config(
+    path: str | os.PathLike[str], overrides: Iterable[str] | Mapping[str, Any] = ()
+) -> JobConfig:
+    """Read, override (``"key.path=value"``, values parsed as YAML) and validate a job file.
+
+    >>> conf = load_config("conf/demo.yml", ["target.path=/tmp/out", "emulator=false"])
+    """
+    origin = str(path)
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as e:
+        raise ConfigurationError(f"{origin}: cannot read the job file ({e.strerror})") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        raise ConfigurationError(f"{origin}: not valid YAML: {e}") from None
+    return parse_config(apply_overrides(data, overrides, origin), origin=origin)
+
+
+def apply_overrides(
+    data: Any, overrides: Iterable[str] | Mapping[str, Any], origin: str = "<conf>"
+) -> Any:
+    """A copy of ``data`` with dotted keys set: ``["target.mode=overwrite"]`` or a mapping."""
+    if not overrides:
+        return data
+    if not isinstance(data, dict):
+        return data  # parse_config reports the shape
+    out: dict[str, Any] = _deep_copy(data)
+    items = overrides.items() if isinstance(overrides, Mapping) else map(_split, overrides)
+    for key, value in items:
+        node = out
+        *parents, last = key.split(".")
+        for part in parents:
+            child = node.get(part)
+            if not isinstance(child, dict):
+                child = node[part] = {} if child is None else _not_a_section(origin, key, part)
+            node = child
+        node[last] = value
+    return out
+
+
+def _split(item: str) -> tuple[str, Any]:
+    key, sep, raw = item.partition("=")
+    if not sep or not key.strip():
+        raise ConfigurationError(f"--set {item!r}: expected key.path=value")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        value = raw
+    return key.strip(), value
+
+
+def _not_a_section(origin: str, key: str, part: str) -> dict[str, Any]:
+    raise ConfigurationError(f"{origin}: --set {key}: {part} is not a section")
+
+
+def _deep_copy(data: Any) -> Any:
+    if isinstance(data, dict):
+        return {k: _deep_copy(v) for k, v in data.items()}
+    if isinstance(data, list):
+        return [_deep_copy(v) for v in data]
+    return data
+
+
+def parse_config(data: Any, *, origin: str = "<conf>") -> JobConfig:
+    """Validate parsed YAML; every problem in one ConfigurationError, a line each."""
+    if not isinstance(data, dict):
+        raise ConfigurationError(f"{origin}: expected a mapping of keys, got {type(data).__name__}")
+    problems = inline_secret_errors(data)
+    if problems:
+        raise ConfigurationError("\n".join(f"{origin}: {p}" for p in problems))
+    if data.get("version") != 1:
+        got = data.get("version", "nothing")
+        raise ConfigurationError(f"{origin}: version: expected 1, got {got!r}")
+    try:
+        return JobConfig.model_validate(data)
+    except ValidationError as e:
+        lines = [f"{origin}: {_describe(err)}" for err in e.errors(include_url=False)]
+        raise ConfigurationError("\n".join(dict.fromkeys(lines))) from None
+
+
+def _describe(err: Any) -> str:
+    """One pydantic error as ``key.path: what was expected, got what``."""
+    loc = [str(p) for p in err["loc"] if not str(p).startswith(("function-", "literal["))]
+    where = ".".join(loc)
+    kind, message = err["type"], str(err["msg"])
+    if not where:  # a check across sections; its message starts with the key it is about
+        return message.removeprefix("Value error, ")
+    if kind == "missing":
+        return f"{where}: required, missing"
+    if kind == "extra_forbidden":
+        return f"{where}: unknown key"
+    if kind in ("value_error", "assertion_error"):
+        return f"{where}: {message.removeprefix('Value error, ')}"
+    got = err.get("input")
+    return f"{where}: {message[0].lower() + message[1:]}, got {got!r:.80}"

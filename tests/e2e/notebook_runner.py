@@ -1,0 +1,385 @@
+"""Run a Databricks notebook in source format against a local Spark session, as CI does.
+
+A notebook in source format is a ``.py`` file whose first line is ``# Databricks notebook
+source``, with cells separated by ``# COMMAND ----------`` lines and magic cells written as
+``# MAGIC %md`` / ``%sql`` / ``%pip`` lines (the marker Databricks reads:
+https://docs.databricks.com/en/repos/manage-assets.html).
+
+    run = run_notebook("notebooks/01_quickstart.py", spark=spark,
+                       dbutils=FakeDbutils(api_url=emu.host, api_token=emu.token))
+    run.displayed[-1].rows
+
+Python cells run in one namespace holding ``spark``, ``dbutils`` and ``display``, as a
+notebook's do; ``%md`` and ``%pip`` cells are skipped; a ``%sql`` cell runs through
+``spark.sql`` and its result goes to ``display``. While the notebook runs, the process looks
+like a Databricks driver to dbstruct: ``DATABRICKS_RUNTIME_VERSION`` is set, every other
+``DATABRICKS_*`` variable is removed and ``dbutils`` sits in ``__main__``, so credentials can
+only come from the notebook context (:mod:`dbstruct.auth`, step 4). All of it is undone
+afterwards.
+"""
+
+from __future__ import annotations
+
+import ast
+import asyncio
+import contextlib
+import inspect
+import io
+import linecache
+import os
+import sys
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+__all__ = [
+    "Cell",
+    "Displayed",
+    "FakeDbutils",
+    "NotebookError",
+    "NotebookRun",
+    "parse_notebook",
+    "run_notebook",
+]
+
+HEADER = "# Databricks notebook source"
+SEPARATOR = "# COMMAND ----------"
+MAGIC = "# MAGIC"
+# "Table results are limited to 10,000 rows or 2 MB, whichever is lower."
+# https://learn.microsoft.com/azure/databricks/notebooks/notebook-limitations
+DISPLAY_MAX_ROWS = 10_000
+#: the runtime version the driver claims; any value makes dbstruct look for a notebook context
+RUNTIME_VERSION = "15.4"
+
+
+# ---------------------------------------------------------------- parsing
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One cell: ``kind`` is "python" or the magic's name ("md", "sql", "pip", ...)."""
+
+    number: int  # 1-based, as the notebook UI counts
+    kind: str
+    source: str  # without the magic line prefix and the magic command itself
+
+    @property
+    def first_line(self) -> str:
+        return next((line for line in self.source.splitlines() if line.strip()), "")
+
+
+def parse_notebook(text: str, name: str = "notebook") -> list[Cell]:
+    """The cells of a notebook in source format; blank cells are dropped."""
+    lines = text.splitlines()
+    if not lines or lines[0].strip() != HEADER:
+        raise ValueError(f"{name}: not a Databricks notebook (first line is not {HEADER!r})")
+    chunks: list[list[str]] = [[]]
+    for line in lines[1:]:
+        if line.strip() == SEPARATOR:
+            chunks.append([])
+        else:
+            chunks[-1].append(line)
+    cells = [_cell(chunk) for chunk in chunks]
+    kept = [c for c in cells if c is not None]
+    return [Cell(number, kind, source) for number, (kind, source) in enumerate(kept, start=1)]
+
+
+def _cell(lines: list[str]) -> tuple[str, str] | None:
+    # "# DBTITLE 1,<title>" is the cell title Databricks writes above a cell's code.
+    body = [line for line in lines if not line.startswith("# DBTITLE")]
+    if not any(line.strip() for line in body):
+        return None
+    code = [line for line in body if line.strip()]
+    if not all(line.startswith(MAGIC) for line in code):
+        return "python", "\n".join(body).strip("\n")
+    text = "\n".join(line[len(MAGIC) :].removeprefix(" ") for line in body if line.strip())
+    magic, _, rest = text.strip().partition("\n")
+    command, _, argument = magic.partition(" ")
+    if not command.startswith("%"):
+        raise ValueError(f"a '# MAGIC' cell must start with a %command, got {magic!r}")
+    kind = command[1:]
+    if kind == "python":
+        return "python", rest
+    return kind, "\n".join(part for part in (argument, rest) if part).strip()
+
+
+# ---------------------------------------------------------------- display
+
+
+@dataclass
+class Displayed:
+    """What one ``display(...)`` call (or a ``%sql`` cell) showed."""
+
+    cell: int
+    columns: list[str]
+    rows: list[Any]  # pyspark Rows for Spark DataFrames, dicts for pandas, [obj] otherwise
+    text: str  # everything shown, as text: searched for secrets
+
+    def column(self, name: str) -> list[Any]:
+        return [row[name] for row in self.rows]
+
+
+class _Display:
+    """The notebook's ``display``: records what it is given instead of rendering it."""
+
+    def __init__(self) -> None:
+        self.shown: list[Displayed] = []
+        self.cell = 0
+
+    def __call__(self, obj: Any, *args: Any, **kwargs: Any) -> None:
+        if hasattr(obj, "collect") and hasattr(obj, "schema"):  # a Spark DataFrame
+            rows = obj.limit(DISPLAY_MAX_ROWS).collect()
+            shown = Displayed(self.cell, list(obj.columns), rows, repr(rows))
+        elif hasattr(obj, "to_dict") and hasattr(obj, "columns"):  # a pandas DataFrame
+            records = obj.head(DISPLAY_MAX_ROWS).to_dict("records")
+            shown = Displayed(self.cell, [str(c) for c in obj.columns], records, repr(records))
+        else:
+            shown = Displayed(self.cell, [], [obj], repr(obj))
+        self.shown.append(shown)
+
+
+# ---------------------------------------------------------------- dbutils
+
+
+class _Option:
+    """A Scala ``Option`` as py4j hands it to Python: ``.get()`` / ``.isDefined()``."""
+
+    def __init__(self, value: str | None) -> None:
+        self._value = value
+
+    def isDefined(self) -> bool:
+        return self._value is not None
+
+    def get(self) -> str:
+        if self._value is None:
+            raise RuntimeError("None.get")  # what Scala raises
+        return self._value
+
+
+class _Context:
+    def __init__(self, api_url: str, api_token: str, notebook_path: str) -> None:
+        self._values = {"apiUrl": api_url, "apiToken": api_token, "path": notebook_path}
+
+    def apiUrl(self) -> _Option:
+        return _Option(self._values["apiUrl"])
+
+    def apiToken(self) -> _Option:
+        return _Option(self._values["apiToken"])
+
+    def notebookPath(self) -> _Option:
+        return _Option(self._values["path"])
+
+    def __repr__(self) -> str:
+        return "CommandContext(...)"
+
+
+class _NotebookUtils:
+    """``dbutils.notebook``; ``entry_point.getDbutils().notebook().getContext()`` is the
+    chain dbstruct (and databricks-sdk) read the notebook's host and token from."""
+
+    def __init__(self, context: _Context) -> None:
+        self._context = context
+        self.entry_point = self
+
+    def getDbutils(self) -> _NotebookUtils:
+        return self
+
+    def notebook(self) -> _NotebookUtils:
+        return self
+
+    def getContext(self) -> _Context:
+        return self._context
+
+
+class _Widgets:
+    """``dbutils.widgets``: values given by the test win over defaults, as job parameters do.
+
+    Widgets take strings only; reading one that was never defined fails
+    (https://learn.microsoft.com/azure/databricks/notebooks/widgets).
+    """
+
+    def __init__(self, values: Mapping[str, str]) -> None:
+        for key, value in values.items():
+            if not isinstance(value, str):
+                raise TypeError(f"widget {key!r}: widget values are strings, got {value!r}")
+        self._given = dict(values)
+        self._defined: dict[str, str] = {}
+        self._choices: dict[str, list[str]] = {}
+
+    def text(self, name: str, defaultValue: str, label: str | None = None) -> None:
+        self._define(name, defaultValue, None)
+
+    def dropdown(
+        self,
+        name: str,
+        defaultValue: str,
+        choices: Sequence[str],
+        label: str | None = None,
+    ) -> None:
+        self._define(name, defaultValue, list(choices))
+
+    def _define(self, name: str, default: str, choices: list[str] | None) -> None:
+        if not isinstance(default, str):
+            raise TypeError(f"widget {name!r}: default must be a string, got {default!r}")
+        value = self._given.get(name, default)
+        if choices is not None and value not in choices:
+            raise ValueError(f"widget {name!r}: {value!r} is not one of {choices}")
+        self._defined.setdefault(name, value)  # redefining a widget keeps its value
+        if choices is not None:
+            self._choices[name] = choices
+
+    def get(self, name: str) -> str:
+        if name not in self._defined:
+            raise KeyError(f"InputWidgetNotDefined: no widget named {name!r}")
+        return self._defined[name]
+
+    def getAll(self) -> dict[str, str]:
+        return dict(self._defined)
+
+    def remove(self, name: str) -> None:
+        self.get(name)
+        del self._defined[name]
+
+    def removeAll(self) -> None:
+        self._defined.clear()
+
+
+class _Secrets:
+    def __init__(self, values: Mapping[tuple[str, str], str]) -> None:
+        self._values = dict(values)
+
+    def get(self, scope: str, key: str) -> str:
+        if (scope, key) not in self._values:
+            raise KeyError(f"secret does not exist with scope: {scope} and key: {key}")
+        return self._values[(scope, key)]
+
+
+class _Library:
+    def __init__(self) -> None:
+        self.restarts = 0
+
+    def restartPython(self) -> None:
+        # The runner installs nothing (%pip cells are skipped): a restart has nothing to reload.
+        self.restarts += 1
+
+
+class FakeDbutils:
+    """The parts of ``dbutils`` the notebooks use: widgets, secrets, library, notebook context.
+
+    >>> dbutils = FakeDbutils(api_url=emu.host, api_token=emu.token, widgets={"endpoint": "x"})
+    """
+
+    def __init__(
+        self,
+        *,
+        api_url: str,
+        api_token: str,
+        widgets: Mapping[str, str] | None = None,
+        secrets: Mapping[tuple[str, str], str] | None = None,
+        notebook_path: str = "/Workspace/Users/ci@example.com/notebook",
+    ) -> None:
+        self.widgets = _Widgets(widgets or {})
+        self.secrets = _Secrets(secrets or {})
+        self.library = _Library()
+        self.notebook = _NotebookUtils(_Context(api_url, api_token, notebook_path))
+
+    def __repr__(self) -> str:
+        return "FakeDbutils(...)"
+
+
+# ---------------------------------------------------------------- running
+
+
+class NotebookError(AssertionError):
+    """A cell failed: names the notebook, the cell number and the cell's first line."""
+
+
+@dataclass
+class NotebookRun:
+    """What a run left behind: its namespace, what it displayed and printed, cell by cell."""
+
+    name: str
+    cells: list[Cell]
+    namespace: dict[str, Any]
+    displayed: list[Displayed] = field(default_factory=list)
+    stdout: dict[int, str] = field(default_factory=dict)
+
+    @property
+    def text(self) -> str:
+        """Everything the notebook showed (displays and printed output) as one string."""
+        return "\n".join([*(d.text for d in self.displayed), *self.stdout.values()])
+
+    def displayed_in(self, cell: int) -> list[Displayed]:
+        return [d for d in self.displayed if d.cell == cell]
+
+
+def run_notebook(
+    path: str | os.PathLike[str],
+    *,
+    spark: Any,
+    dbutils: FakeDbutils,
+    skip: Sequence[str] = ("md", "pip"),
+) -> NotebookRun:
+    """Run every cell of the notebook at ``path`` in order; raise NotebookError on a failure."""
+    path = Path(path)
+    cells = parse_notebook(path.read_text(encoding="utf-8"), path.name)
+    display = _Display()
+    namespace: dict[str, Any] = {
+        "__name__": "__main__",  # so cloudpickle ships the notebook's classes by value
+        "__builtins__": __builtins__,
+        "spark": spark,
+        "dbutils": dbutils,
+        "display": display,
+    }
+    run = NotebookRun(path.name, cells, namespace, display.shown)
+    with _databricks_driver(dbutils):
+        for cell in cells:
+            if cell.kind in skip:
+                continue
+            display.cell = cell.number
+            out = io.StringIO()
+            try:
+                with contextlib.redirect_stdout(out):
+                    _run_cell(path.name, cell, namespace, spark, display)
+            except Exception as e:
+                raise NotebookError(
+                    f"{path.name}, cell {cell.number} ({cell.first_line!r}) failed: "
+                    f"{type(e).__name__}: {e}"
+                ) from e
+            finally:
+                run.stdout[cell.number] = out.getvalue()
+    return run
+
+
+def _run_cell(
+    name: str, cell: Cell, namespace: dict[str, Any], spark: Any, display: _Display
+) -> None:
+    if cell.kind == "sql":
+        display(spark.sql(cell.source.strip().rstrip(";")))
+        return
+    if cell.kind != "python":
+        raise ValueError(f"the runner does not run %{cell.kind} cells")
+    filename = f"<{name} cell {cell.number}>"
+    # Tracebacks show the cell's lines.
+    lines = [line + "\n" for line in cell.source.splitlines()]
+    linecache.cache[filename] = (len(cell.source), None, lines, filename)
+    # Notebook cells may `await` at top level (IPython's autoawait); run those to completion.
+    code = compile(cell.source, filename, "exec", flags=ast.PyCF_ALLOW_TOP_LEVEL_AWAIT)
+    if code.co_flags & inspect.CO_COROUTINE:
+        asyncio.run(eval(code, namespace))
+    else:
+        exec(code, namespace)
+
+
+@contextlib.contextmanager
+def _databricks_driver(dbutils: FakeDbutils) -> Iterator[None]:
+    """The environment of a notebook's driver, as dbstruct's auth detects it; undone after."""
+    with pytest.MonkeyPatch.context() as mp:
+        for key in [k for k in os.environ if k.startswith("DATABRICKS_")]:
+            mp.delenv(key)
+        mp.setenv("DATABRICKS_RUNTIME_VERSION", RUNTIME_VERSION)
+        mp.setattr(sys.modules["__main__"], "dbutils", dbutils, raising=False)
+        yield
