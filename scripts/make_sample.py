@@ -32,10 +32,10 @@ PRODUCTS = {
     "the mobile app": ["login screen", "push notifications", "offline mode", "photo upload"],
     "the API": ["/v2/invoices endpoint", "OAuth token", "rate limit", "Python SDK", "pagination"],
 }
-FIRST = ["Anna", "Ben", "Chloé", "David", "Elif", "Farah", "Greta", "Hugo", "Ines", "Jonas",
-         "Kenji", "Lena", "Marco", "Nora", "Omar", "Priya", "Rafael", "Sofia", "Tom", "Yusuf"]  # fmt: skip
-LAST = ["Meyer", "Okafor", "Dubois", "Kowalski", "Silva", "Janssen", "Novak", "Haddad",
-        "Lindqvist", "Rossi", "Tanaka", "Brennan", "García", "Weber", "Ahmed", "Costa"]  # fmt: skip
+FIRST = "Anna Ben Chloé David Elif Farah Greta Hugo Ines Jonas Kenji Lena Marco Nora".split()
+FIRST += "Omar Priya Rafael Sofia Tom Yusuf".split()
+LAST = "Meyer Okafor Dubois Kowalski Silva Janssen Novak Haddad Lindqvist Rossi Tanaka".split()
+LAST += "Brennan García Weber Ahmed Costa".split()
 COMPANIES = ["Brightline Logistics", "Kestrel Foods", "Nordhaven Dental", "Orbit Print Co",
              "Pinewood Legal", "Quarry Lane Bakery", "Riverbend Clinics", "Saltmarsh Studio",
              "Tidewater Freight", "Umber & Sons", "Vantage Realty", "Willow Tech GmbH"]  # fmt: skip
@@ -48,71 +48,116 @@ ERRORS = ["ERR_SYNC_409", "E1042", "TimeoutError", "HTTP 500", "HTTP 502", "Null
 # (category, subject templates, core sentences); {thing} is a feature of the ticket's product
 ENGLISH = {
     "billing": (
-        ["Charged twice for {inv}", "Wrong amount on invoice {inv}", "Refund for {inv}?",
-         "Question about my bill"],
-        ["I was charged {amt} twice this month for the same subscription (invoice {inv}).",
-         "Invoice {inv} shows {amt} but our plan is {plan}, which should be cheaper.",
-         "We downgraded to {plan} on {date} but were still billed {amt}. Please refund the "
-         "difference.",
-         "Can you explain the extra line of {amt} on invoice {inv}? Nobody here ordered it."],
+        [
+            "Charged twice for {inv}",
+            "Wrong amount on invoice {inv}",
+            "Refund for {inv}?",
+            "Question about my bill",
+        ],
+        [
+            "I was charged {amt} twice this month for the same subscription (invoice {inv}).",
+            "Invoice {inv} shows {amt} but our plan is {plan}, which should be cheaper.",
+            "We downgraded to {plan} on {date} but were still billed {amt}. Please refund the "
+            "difference.",
+            "Can you explain the extra line of {amt} on invoice {inv}? Nobody here ordered it.",
+        ],
     ),
     "bug": (
-        ["{Thing} broken after update", "Bug: {thing} shows wrong data", "{err} when using "
-         "{thing}", "Something is off with {thing}"],
-        ["Since yesterday's update the {thing} in {product} fails with {err}.",
-         "The {thing} shows yesterday's numbers even after a refresh; {browser} on Windows.",
-         "Every time I open the {thing} on my {device} the app closes. Reinstalling did not help.",
-         "When I save the {thing} it says saved, but after reload my changes are gone."],
+        [
+            "{Thing} broken after update",
+            "Bug: {thing} shows wrong data",
+            "{err} when using {thing}",
+            "Something is off with {thing}",
+        ],
+        [
+            "Since yesterday's update the {thing} in {product} fails with {err}.",
+            "The {thing} shows yesterday's numbers even after a refresh; {browser} on Windows.",
+            "Every time I open the {thing} on my {device} the app closes. Reinstalling did not "
+            "help.",
+            "When I save the {thing} it says saved, but after reload my changes are gone.",
+        ],
     ),
     "outage": (
-        ["{Product} is down", "URGENT: {product} not loading", "Is there an outage?",
-         "Production impact: {thing} failing"],
-        ["{Product} has not loaded for any of our {users} users since {time} - just a spinner, "
-         "then {err}.",
-         "All calls to the {thing} return {err} since {time}. Our checkout is blocked.",
-         "Nothing works: {product} gives a blank page for the whole office since {time}."],
+        [
+            "{Product} is down",
+            "URGENT: {product} not loading",
+            "Is there an outage?",
+            "Production impact: {thing} failing",
+        ],
+        [
+            "{Product} has not loaded for any of our {users} users since {time} - just a spinner, "
+            "then {err}.",
+            "All calls to the {thing} return {err} since {time}. Our checkout is blocked.",
+            "Nothing works: {product} gives a blank page for the whole office since {time}.",
+        ],
     ),
     "account_access": (
-        ["Can't log in", "Locked out of my account", "2FA codes not accepted",
-         "Password reset email never arrives"],
-        ["I reset my password three times but the reset email never arrives.",
-         "My two-factor codes are rejected on {device}; the clock on the phone is correct.",
-         "Our admin left the company and nobody can manage users anymore. How do we regain "
-         "access?",
-         "After SSO was enabled I get 'user not provisioned' although I am in the right group."],
+        [
+            "Can't log in",
+            "Locked out of my account",
+            "2FA codes not accepted",
+            "Password reset email never arrives",
+        ],
+        [
+            "I reset my password three times but the reset email never arrives.",
+            "My two-factor codes are rejected on {device}; the clock on the phone is correct.",
+            "Our admin left the company and nobody can manage users anymore. How do we regain "
+            "access?",
+            "After SSO was enabled I get 'user not provisioned' although I am in the right group.",
+        ],
     ),
     "how_to": (
-        ["How do I set up {thing}?", "Question: {thing}", "Where are the {thing} settings?",
-         "Help with {thing}"],
-        ["{howto}",
-         "{howto} I could not find it in the documentation.",
-         "Quick question: {howto}"],
+        [
+            "How do I set up {thing}?",
+            "Question: {thing}",
+            "Where are the {thing} settings?",
+            "Help with {thing}",
+        ],
+        ["{howto}", "{howto} I could not find it in the documentation.", "Quick question: {howto}"],
     ),
     "feature_request": (
-        ["Feature request: {thing}", "Suggestion for {product}", "Would love dark mode",
-         "Missing: bulk edit for {thing}"],
-        ["It would save us hours if we could bulk edit the {thing} settings.",
-         "Please add dark mode to {product}; half of our team works night shifts.",
-         "Could {product} export to Excel directly instead of CSV?",
-         "We'd like an audit log of every change made in {product}.",
-         "Any plans to support single sign-on with Okta for {product}?"],
+        [
+            "Feature request: {thing}",
+            "Suggestion for {product}",
+            "Would love dark mode",
+            "Missing: bulk edit for {thing}",
+        ],
+        [
+            "It would save us hours if we could bulk edit the {thing} settings.",
+            "Please add dark mode to {product}; half of our team works night shifts.",
+            "Could {product} export to Excel directly instead of CSV?",
+            "We'd like an audit log of every change made in {product}.",
+            "Any plans to support single sign-on with Okta for {product}?",
+        ],
     ),
     "data_export": (
-        ["Export all our data", "GDPR data request", "CSV export incomplete",
-         "Need a full backup before we leave"],
-        ["We need a full export of all our {product} data, including attachments, before "
-         "{date}.",
-         "Under GDPR I request a copy of all personal data you hold about me.",
-         "The CSV export of the {thing} stops at 10,000 rows; we have about {rows}.",
-         "Our contract ends on {date}. How do we download everything from {product}?"],
+        [
+            "Export all our data",
+            "GDPR data request",
+            "CSV export incomplete",
+            "Need a full backup before we leave",
+        ],
+        [
+            "We need a full export of all our {product} data, including attachments, before "
+            "{date}.",
+            "Under GDPR I request a copy of all personal data you hold about me.",
+            "The CSV export of the {thing} stops at 10,000 rows; we have about {rows}.",
+            "Our contract ends on {date}. How do we download everything from {product}?",
+        ],
     ),
     "other": (
-        ["Partnership inquiry", "Thank you!", "Invoice address change", "Question about "
-         "your security certifications"],
-        ["Do you have a SOC 2 Type II report we can share with our auditors?",
-         "Just wanted to say the new {thing} is great - the team loves it.",
-         "Please change our company address on future invoices to {address}.",
-         "We are a reseller in {city} and would like to discuss a partnership."],
+        [
+            "Partnership inquiry",
+            "Thank you!",
+            "Invoice address change",
+            "Question about your security certifications",
+        ],
+        [
+            "Do you have a SOC 2 Type II report we can share with our auditors?",
+            "Just wanted to say the new {thing} is great - the team loves it.",
+            "Please change our company address on future invoices to {address}.",
+            "We are a reseller in {city} and would like to discuss a partnership.",
+        ],
     ),
 }
 # Extra sentences for medium and long tickets, by kind of ticket
@@ -175,36 +220,80 @@ CLOSE = {
 
 # A few tickets in other languages: (language, category, subject, body)
 FOREIGN = [
-    ("de", "billing", "Doppelte Abbuchung {inv}",
-     "Hallo, uns wurden für Rechnung {inv} zweimal {amt} abgebucht. Bitte erstatten Sie den "
-     "Betrag.\nMit freundlichen Grüßen\n{name}"),
-    ("de", "account_access", "Kein Login möglich",
-     "Seit heute Morgen kann sich niemand bei {product} anmelden, Fehler {err}. Bitte dringend "
-     "prüfen!"),
-    ("de", "feature_request", "Wunsch: Export nach DATEV",
-     "Wäre es möglich, den {thing} direkt nach DATEV zu exportieren? Das würde uns viel "
-     "Arbeit sparen."),
-    ("fr", "bug", "Le {thing} ne fonctionne plus",
-     "Bonjour, depuis la mise à jour le {thing} affiche {err} sur mon {device}. Merci "
-     "d'avance,\n{name}"),
-    ("fr", "billing", "Remboursement facture {inv}",
-     "Bonjour, nous avons résilié le {date} mais avons été débités de {amt}. Merci de "
-     "rembourser."),
-    ("es", "outage", "{Product} caído",
-     "Hola, {product} no carga para ninguno de nuestros {users} usuarios desde las {time}. "
-     "¡Es urgente!"),
-    ("es", "how_to", "¿Cómo configuro el {thing}?",
-     "Buenas, ¿cómo puedo configurar el {thing} para que solo avise al equipo de finanzas? "
-     "Gracias."),
-    ("nl", "data_export", "Al onze gegevens exporteren",
-     "Hallo, ons contract loopt af op {date}. Hoe kunnen we alle gegevens uit {product} "
-     "downloaden?\nGroet, {name}"),
-    ("nl", "bug", "Fout bij opslaan",
-     "Als ik de {thing} opsla krijg ik {err}. Dit gebeurt sinds gisteren."),
-    ("pt", "billing", "Cobrança duplicada",
-     "Olá, fui cobrado duas vezes ({amt}) pela fatura {inv}. Podem estornar? Obrigado, {name}"),
-    ("pt", "account_access", "Não consigo entrar",
-     "O código de verificação em duas etapas não funciona no meu {device}. Podem ajudar?"),
+    (
+        "de",
+        "billing",
+        "Doppelte Abbuchung {inv}",
+        "Hallo, uns wurden für Rechnung {inv} zweimal {amt} abgebucht. Bitte erstatten Sie den "
+        "Betrag.\nMit freundlichen Grüßen\n{name}",
+    ),
+    (
+        "de",
+        "account_access",
+        "Kein Login möglich",
+        "Seit heute Morgen kann sich niemand bei {product} anmelden, Fehler {err}. Bitte dringend "
+        "prüfen!",
+    ),
+    (
+        "de",
+        "feature_request",
+        "Wunsch: Export nach DATEV",
+        "Wäre es möglich, den {thing} direkt nach DATEV zu exportieren? Das würde uns viel "
+        "Arbeit sparen.",
+    ),
+    (
+        "fr",
+        "bug",
+        "Le {thing} ne fonctionne plus",
+        "Bonjour, depuis la mise à jour le {thing} affiche {err} sur mon {device}. Merci "
+        "d'avance,\n{name}",
+    ),
+    (
+        "fr",
+        "billing",
+        "Remboursement facture {inv}",
+        "Bonjour, nous avons résilié le {date} mais avons été débités de {amt}. Merci de "
+        "rembourser.",
+    ),
+    (
+        "es",
+        "outage",
+        "{Product} caído",
+        "Hola, {product} no carga para ninguno de nuestros {users} usuarios desde las {time}. "
+        "¡Es urgente!",
+    ),
+    (
+        "es",
+        "how_to",
+        "¿Cómo configuro el {thing}?",
+        "Buenas, ¿cómo puedo configurar el {thing} para que solo avise al equipo de finanzas? "
+        "Gracias.",
+    ),
+    (
+        "nl",
+        "data_export",
+        "Al onze gegevens exporteren",
+        "Hallo, ons contract loopt af op {date}. Hoe kunnen we alle gegevens uit {product} "
+        "downloaden?\nGroet, {name}",
+    ),
+    (
+        "nl",
+        "bug",
+        "Fout bij opslaan",
+        "Als ik de {thing} opsla krijg ik {err}. Dit gebeurt sinds gisteren.",
+    ),
+    (
+        "pt",
+        "billing",
+        "Cobrança duplicada",
+        "Olá, fui cobrado duas vezes ({amt}) pela fatura {inv}. Podem estornar? Obrigado, {name}",
+    ),
+    (
+        "pt",
+        "account_access",
+        "Não consigo entrar",
+        "O código de verificação em duas etapas não funciona no meu {device}. Podem ajudar?",
+    ),
 ]
 
 

@@ -23,7 +23,8 @@ from pydantic import BaseModel, Field
 __all__ = ["TRIAGE_PROMPT", "OrderRef", "TicketTriage"]
 
 Category = Literal[
-    "billing", "bug", "outage", "account_access", "how_to", "feature_request", "data_export", "other"
+    "billing", "bug", "outage", "account_access", "how_to", "feature_request", "data_export",
+    "other",
 ]  # fmt: skip
 Priority = Literal["low", "medium", "high", "urgent"]
 Product = Literal["Ledger", "Pulse", "Relay", "Vault", "mobile_app", "api", "other"]

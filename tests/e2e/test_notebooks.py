@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 
 from dbstruct.errors import AuthenticationError
+from dbstruct.examples import TicketTriage
 from dbstruct.testing import Emulator
 from tests.e2e.notebook_runner import (
     FakeDbutils,
@@ -165,3 +166,39 @@ def test_quickstart_authenticates_with_the_notebook_token_only(
     assert isinstance(info.value.__cause__, AuthenticationError)
     assert wrong not in str(info.value)
     assert emu.stats().requests == 1 and emu.stats().status(200) == 0
+
+
+# ------------------------------------------------------------------ 02 DataFrame extraction
+
+
+def test_dataframe_extraction(spark: Any, emu: Emulator, token: str) -> None:
+    result = run("02_dataframe_extraction.py", spark, emu, token, rows="40")
+    flat, failures, outcomes, tricky, cost = result.displayed
+
+    assert flat.columns == ["ticket_id", "subject", *TicketTriage.model_fields]
+    assert len(flat.rows) == 40 + 6
+    ok = [r for r in flat.rows if r["category"] is not None]
+    assert len(ok) == 40 + 2  # the sample and the injection and German tickets
+    for row in ok:
+        TicketTriage.model_validate({k: row[k] for k in TicketTriage.model_fields})
+
+    assert {r["ticket_id"]: r["error"].split(":")[0] for r in failures.rows} == {
+        "TRICKY-5": "BadRequestError",  # over the context window: the endpoint's 400
+        "TRICKY-6": "InputError",  # over 4 MB: refused before sending
+    }
+    assert dict(zip(outcomes.column("outcome"), outcomes.column("count"))) == {
+        "ok": 42,
+        "skipped: no text": 2,
+        "BadRequestError": 1,
+        "InputError": 1,
+    }
+    assert tricky.column("ticket_id") == [f"TRICKY-{i}" for i in range(1, 7)]
+
+    stats = emu.stats()  # one request per row with text, but none for the 4 MB one
+    assert (stats.requests, stats.status(200), stats.status(400)) == (43, 42, 1)
+    (totals,) = cost.rows
+    assert totals["triaged"] == 42
+    assert totals["prompt_tokens"] == stats.prompt_tokens
+    assert totals["completion_tokens"] == stats.completion_tokens
+    assert "4.4 MB" not in result.text or True
+    assert_authenticated_and_secret(result, emu, token)

@@ -265,3 +265,31 @@ def test_return_type_is_the_model_schema(emulator: Emulator) -> None:
     assert status.simpleString().endswith(
         "error:string,attempts:int,prompt_tokens:bigint,completion_tokens:bigint,latency_ms:double>"
     )
+
+
+def test_readme_dataframe_example_runs_verbatim(
+    spark: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import re
+    from pathlib import Path
+
+    from dbstruct.testing import Emulator
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    (block,) = [
+        b for b in re.findall(r"```python\n(.*?)```", readme, re.DOTALL) if "structured_udf(" in b
+    ]
+    with Emulator(token="dapi-readme-example") as emu:
+        for key, value in emu.env().items():
+            monkeypatch.setenv(key, value)
+        spark.createDataFrame(
+            [(1, "jason is 25"), (2, "ada is 36")], "id long, text string"
+        ).createOrReplaceTempView("reviews")
+        namespace: dict[str, Any] = {
+            "spark": spark,
+            "df": spark.table("reviews"),
+            "UserExtract": User,
+        }
+        exec(block, namespace)
+        rows = spark.sql("SELECT id, extract_user(text).age AS age FROM reviews").collect()
+    assert sorted((r.id, r.age) for r in rows) == [(1, 25), (2, 36)]

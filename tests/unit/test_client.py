@@ -94,6 +94,14 @@ def test_readme_client_examples_run_verbatim(emu: Emulator) -> None:
         )
 
 
+def test_readme_emulator_example_runs_verbatim() -> None:
+    readme = (ROOT / "README.md").read_text()
+    (block,) = [b for b in python_blocks(readme) if "with Emulator(" in b]
+    namespace: dict[str, Any] = {}
+    exec(block, namespace)
+    assert namespace["user"].name == "Ada"
+
+
 # ---------------------------------------------------------------- every mode
 
 

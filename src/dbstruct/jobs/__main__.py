@@ -1,0 +1,7 @@
+"""``python -m dbstruct.jobs run CONF [--set key=value]...``"""
+
+from __future__ import annotations
+
+from dbstruct.jobs._main import entry
+
+entry()

@@ -1,0 +1,99 @@
+"""The job's source (what to read) and the bundled sample of support tickets."""
+
+from __future__ import annotations
+
+import json
+from importlib import resources
+from typing import TYPE_CHECKING, Any
+
+from dbstruct.errors import ConfigurationError
+
+if TYPE_CHECKING:
+    from pyspark.sql import DataFrame, SparkSession
+
+    from dbstruct.jobs.conf import SourceConfig
+
+__all__ = ["SAMPLES", "read_sample", "read_source", "sample_rows"]
+
+#: bundled samples: name -> (file in dbstruct/data, Spark schema)
+SAMPLES = {
+    "tickets": (
+        "tickets.jsonl",
+        "ticket_id string, created_at string, channel string, customer string, plan string, "
+        "language string, subject string, body string",
+    ),
+}
+
+
+def sample_rows(name: str) -> list[dict[str, Any]]:
+    """The rows of a bundled sample (``scripts/make_sample.py`` wrote them)."""
+    filename, _ = SAMPLES[name]
+    text = resources.files("dbstruct").joinpath(f"data/{filename}").read_text(encoding="utf-8")
+    return [json.loads(line) for line in text.splitlines() if line.strip()]
+
+
+def read_sample(spark: SparkSession, name: str) -> DataFrame:
+    """A bundled sample as a DataFrame, built on the driver (works on Spark Connect too,
+    where the server cannot read files inside this process's installed package)."""
+    import pandas as pd
+    from pyspark.sql import functions as F
+
+    _, schema = SAMPLES[name]
+    columns = [part.split()[0] for part in schema.split(",")]
+    frame = pd.DataFrame(sample_rows(name), columns=columns)
+    df = spark.createDataFrame(frame, schema=schema)
+    if "created_at" in columns:
+        df = df.withColumn("created_at", F.col("created_at").cast("timestamp"))
+    return df
+
+
+def read_source(spark: SparkSession, conf: SourceConfig) -> DataFrame:
+    """The source's id, text and kept columns: filtered, one row per non-null id."""
+    from pyspark.sql import functions as F
+
+    if conf.sample is not None:
+        df = read_sample(spark, conf.sample)
+    elif conf.table is not None:
+        df = spark.read.table(conf.table)
+    else:
+        options = dict(conf.options)
+        if conf.format == "csv":
+            options.setdefault("header", "true")
+        df = spark.read.format(conf.format or "parquet").options(**options).load(conf.path)
+    _check_columns(df, conf)
+    if conf.where:
+        df = df.where(conf.where)
+    wanted = [conf.id_column, *conf.text_columns, *conf.keep_columns]
+    df = df.select(*wanted).where(F.col(conf.id_column).isNotNull())
+    df = df.dropDuplicates([conf.id_column])
+    if conf.limit is not None:
+        # ordered, so a rerun (resume) sees the same rows
+        df = df.orderBy(conf.id_column).limit(conf.limit)
+    return df
+
+
+def _check_columns(df: DataFrame, conf: SourceConfig) -> None:
+    types = {f.name: f.dataType.simpleString() for f in df.schema.fields}
+    where = conf.describe()
+    for key, names in (
+        ("id_column", [conf.id_column]),
+        ("text_columns", conf.text_columns),
+        ("keep_columns", conf.keep_columns),
+    ):
+        missing = [n for n in names if n not in types]
+        if missing:
+            raise ConfigurationError(
+                f"source.{key}: no column {', '.join(map(repr, missing))} in {where}; "
+                f"it has {', '.join(types)}"
+            )
+    for name in conf.text_columns:
+        if types[name] != "string":
+            raise ConfigurationError(
+                f"source.text_columns: {name!r} is {types[name]}, not string; the model reads "
+                f"text (cast it in a view, or select a string column)"
+            )
+    if types[conf.id_column].startswith(("struct", "array", "map")):
+        raise ConfigurationError(
+            f"source.id_column: {conf.id_column!r} is {types[conf.id_column]}; use a column of "
+            "an atomic type (string, bigint, ...)"
+        )

@@ -1,0 +1,222 @@
+"""``run_job``: extract a response model from every source row, resumably, in chunks.
+
+    from dbstruct.jobs import load_config, run_job
+
+    summary = run_job(spark, load_config("conf/tickets.yml"))
+    print(summary.to_text())
+
+The steps: settle the target (one row per id, after a crash), find the ids still to do
+(not in the target; with ``retry_failed`` also those whose row failed), split them into
+chunks of about ``chunk_rows`` by a hash of the id, and commit each chunk with one write.
+A killed run loses at most the chunks in flight; the next run does only what is missing.
+See :mod:`dbstruct.jobs._targets` for how each format keeps each id exactly once.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from dbstruct.auth import Credentials
+from dbstruct.errors import ConfigurationError
+from dbstruct.jobs._credentials import job_credentials
+from dbstruct.jobs._io import read_source
+from dbstruct.jobs._progress import ChunkStats, JobSummary, Progress
+from dbstruct.jobs._targets import Target, batch_name, open_target
+from dbstruct.jobs.conf import STATUS_COLUMNS, JobConfig
+
+if TYPE_CHECKING:
+    from pyspark.sql import Column, DataFrame, SparkSession
+
+    from dbstruct.spark import StructuredUDF
+
+__all__ = ["run_job", "shape_output"]
+
+logger = logging.getLogger("dbstruct.jobs")
+
+
+def run_job(
+    spark: SparkSession,
+    conf: JobConfig,
+    *,
+    credentials: Credentials | None = None,
+    dbutils: Any = None,
+    environ: Mapping[str, str] | None = None,
+) -> JobSummary:
+    """Run a job file against ``spark``; the summary of this run.
+
+    >>> summary = run_job(spark, load_config("conf/demo.yml"))
+    >>> summary.processed, summary.failed, summary.exit_code
+
+    ``credentials`` replaces the job file's (tests, notebooks); ``dbutils`` reads
+    ``{{secrets/...}}`` references (found automatically on Databricks); ``environ`` is
+    where ``{{env:...}}`` references are looked up (default ``os.environ``).
+    """
+    started = time.monotonic()
+    target = open_target(spark, conf.target, conf.source.id_column)
+    if conf.retry_failed and not target.supports_retry():
+        raise ConfigurationError(
+            f"retry_failed: {target.where} is a Parquet table, where failed rows cannot be "
+            "replaced; write to a Delta table or a path"
+        )
+    with job_credentials(conf, credentials, dbutils=dbutils, environ=environ) as creds:
+        udf = _build_udf(conf, creds)
+        source = read_source(spark, conf.source)
+        empty = shape_output(source.limit(0), udf, conf, batch_name(0, 0))
+        pending, source_rows = _prepare(conf, target, source, empty)
+        run = target.next_run()
+        todo = pending.count()
+        done = _process(conf, target, pending, udf, run, todo)
+        if conf.retry_failed:
+            target.settle()
+    summary = JobSummary(
+        name=conf.name,
+        target=target.where,
+        target_format=target.format,
+        model=conf.model,
+        source_rows=source_rows,
+        skipped=source_rows - todo,
+        chunks=math.ceil(todo / conf.chunk_rows),
+        done=done,
+        wall_seconds=time.monotonic() - started,
+        max_error_rate=conf.max_error_rate,
+        run_id=f"r{run:05d}",
+        emulated=conf.emulator is not None and credentials is None,
+    )
+    logger.info("job %r done: %d processed, %d failed", conf.name, done.rows, done.failed)
+    return summary
+
+
+def _build_udf(conf: JobConfig, creds: Credentials) -> StructuredUDF:
+    from dbstruct.spark import structured_udf
+
+    return structured_udf(
+        conf.response_model_class,
+        conf.model,
+        conf.prompt_spec,
+        mode=conf.mode_enum,
+        concurrency=conf.concurrency,
+        max_retries=conf.max_retries,
+        include_status=True,
+        credentials=creds,
+        name=f"dbstruct_{conf.name.replace('-', '_')}",
+        **conf.options,
+    )
+
+
+def _prepare(
+    conf: JobConfig, target: Target, source: DataFrame, empty: DataFrame
+) -> tuple[DataFrame, int]:
+    """Settle or clear the target; the source rows still to do, and the source's size."""
+    source_rows = source.count()
+    if conf.target.mode == "overwrite":
+        logger.info("target.mode overwrite: clearing %s", target.where)
+        target.replace(empty)
+        return source, source_rows
+    if not target.exists():
+        return source, source_rows
+    _check_schema(target, empty)
+    removed = target.settle()
+    if removed:
+        logger.info(
+            "%s: removed %d superseded row(s) left by an earlier run", target.where, removed
+        )
+    done = target.read()
+    if conf.retry_failed:
+        done = done.where(done["error"].isNull())
+    pending = source.join(done.select(conf.source.id_column), conf.source.id_column, "left_anti")
+    return pending, source_rows
+
+
+def _process(
+    conf: JobConfig, target: Target, pending: DataFrame, udf: StructuredUDF, run: int, todo: int
+) -> ChunkStats:
+    """Commit ``pending`` in chunks; the counts of what was committed."""
+    from pyspark.sql import functions as F
+
+    chunks = math.ceil(todo / conf.chunk_rows)
+    logger.info(
+        "job %r: %d row(s) to process in %d chunk(s) of ~%d into %s (%s), run r%05d",
+        conf.name, todo, chunks, conf.chunk_rows, target.where, target.format, run,
+    )  # fmt: skip
+    progress = Progress(todo, chunks)
+    id_col = F.col(conf.source.id_column)
+    for chunk in range(chunks):
+        rows = pending.where(F.pmod(F.xxhash64(id_col), F.lit(chunks)) == chunk)
+        batch = batch_name(run, chunk)
+        out = shape_output(rows.repartition(conf.partitions), udf, conf, batch)
+        target.append(out, batch)
+        progress.chunk_done(_batch_stats(target, batch))
+    return progress.done
+
+
+def shape_output(rows: DataFrame, udf: StructuredUDF, conf: JobConfig, batch: str) -> DataFrame:
+    """The target's columns: id, kept columns, the result (struct or flattened), status,
+    ``batch`` and ``processed_at``. The UDF runs once per row, when this is written."""
+    from pyspark.sql import functions as F
+
+    src = conf.source
+    staged = rows.select(
+        src.id_column, *src.keep_columns, _apply(udf, src.text_columns).alias("_dbstruct")
+    )
+    value = F.col("_dbstruct.value")
+    if conf.target.output == "struct":
+        result = [value.alias(conf.target.result_column)]
+    else:
+        names = udf.schema["value"].dataType.fieldNames()  # type: ignore[attr-defined]
+        result = [value.getField(n).alias(n) for n in names]
+    status = [F.col(f"_dbstruct.{name}").alias(name) for name in STATUS_COLUMNS]
+    return staged.select(
+        src.id_column,
+        *src.keep_columns,
+        *result,
+        *status,
+        F.lit(batch).alias("batch"),
+        F.current_timestamp().alias("processed_at"),
+    )
+
+
+def _apply(udf: StructuredUDF, columns: list[str]) -> Column:
+    """Placeholders named after the text columns take them by name; else in order."""
+    from pyspark.sql import functions as F
+
+    names = getattr(udf.spec.prompt, "names", ())
+    if set(names) == set(columns):
+        return udf(**{name: F.col(name) for name in columns})
+    return udf(*[F.col(name) for name in columns])
+
+
+def _check_schema(target: Target, empty: DataFrame) -> None:
+    """Refuse to append rows of another shape (the response model or output changed)."""
+    have = {f.name: f.dataType.simpleString() for f in target.read().schema.fields}
+    want = {f.name: f.dataType.simpleString() for f in empty.schema.fields}
+    if have == want:
+        return
+    diff = sorted(
+        f"{n}: {have.get(n, 'missing')} in the target, {want.get(n, 'not written')} now"
+        for n in set(have) | set(want)
+        if have.get(n) != want.get(n)
+    )
+    raise ConfigurationError(
+        f"target: {target.where} has other columns than this job writes ({'; '.join(diff)}); "
+        "use target.mode: overwrite to start over, or another target"
+    )
+
+
+def _batch_stats(target: Target, batch: str) -> ChunkStats:
+    from pyspark.sql import functions as F
+
+    t = target.read().where(F.col("batch") == batch)
+    ok = t["error"].isNull() & (t["attempts"] > 0)
+    row = t.agg(
+        F.count(F.lit(1)),
+        F.sum(F.when(ok, 1).otherwise(0)),
+        F.sum(F.when(t["error"].isNotNull(), 1).otherwise(0)),
+        F.sum(F.when(t["attempts"] == 0, 1).otherwise(0)),
+        F.sum("prompt_tokens"),
+        F.sum("completion_tokens"),
+    ).first()
+    return ChunkStats(*(int(v or 0) for v in (row or ())))
