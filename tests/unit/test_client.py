@@ -221,6 +221,7 @@ def test_retries_exhausted_carries_attempts_usage_and_the_last_answer(emu: Emula
         "[[fault:429]]",
         "[[fault:429_body]]",
         "[[fault:500]]",
+        "[[fault:502]]",
         "[[fault:503]]",
         "[[fault:504]]",
         "[[fault:drop]]",
