@@ -34,9 +34,10 @@ ENDPOINT = dbutils.widgets.get("endpoint")
 
 # COMMAND ----------
 
+from pydantic import BaseModel
+
 import dbstruct
 from dbstruct import Mode
-from pydantic import BaseModel
 
 
 class UserExtract(BaseModel):
@@ -101,4 +102,5 @@ users = await asyncio.gather(
     )
 )
 await aclient.close()
-display(pd.DataFrame([{"text": text, **user.model_dump()} for text, user in zip(texts, users)]))
+rows = [{"text": text, **user.model_dump()} for text, user in zip(texts, users, strict=True)]
+display(pd.DataFrame(rows))

@@ -94,9 +94,10 @@ print(f"{tickets.count()} tickets")
 
 # COMMAND ----------
 
+from pyspark.sql import functions as F
+
 from dbstruct.examples import TRIAGE_PROMPT, TicketTriage
 from dbstruct.spark import structured_udf
-from pyspark.sql import functions as F
 
 triage = structured_udf(
     TicketTriage,

@@ -28,6 +28,7 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
+from dbstruct._schema_rules import MAX_SCHEMA_KEYS, MAX_TOOL_SCHEMA_KEYS, MAX_TOOLS
 from dbstruct.errors import (
     IncompleteOutputError,
     InvalidOutputError,
@@ -36,7 +37,6 @@ from dbstruct.errors import (
     SchemaError,
 )
 from dbstruct.schema import compile_schema
-from dbstruct._schema_rules import MAX_SCHEMA_KEYS, MAX_TOOL_SCHEMA_KEYS, MAX_TOOLS
 
 __all__ = ["Mode", "ResponseTarget", "build_request", "parse_completion", "reask_messages"]
 

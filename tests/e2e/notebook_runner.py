@@ -15,7 +15,7 @@ notebook's do; ``%md`` and ``%pip`` cells are skipped; a ``%sql`` cell runs thro
 like a Databricks driver to dbstruct: ``DATABRICKS_RUNTIME_VERSION`` is set, every other
 ``DATABRICKS_*`` variable is removed and ``dbutils`` sits in ``__main__``, so credentials can
 only come from the notebook context (:mod:`dbstruct.auth`, step 4). All of it is undone
-afterwards.
+afterwards. Python's working directory is the notebook's folder, as on Databricks.
 """
 
 from __future__ import annotations
@@ -335,7 +335,7 @@ def run_notebook(
         "display": display,
     }
     run = NotebookRun(path.name, cells, namespace, display.shown)
-    with _databricks_driver(dbutils):
+    with _databricks_driver(dbutils, path.resolve().parent):
         for cell in cells:
             if cell.kind in skip:
                 continue
@@ -375,9 +375,14 @@ def _run_cell(
 
 
 @contextlib.contextmanager
-def _databricks_driver(dbutils: FakeDbutils) -> Iterator[None]:
-    """The environment of a notebook's driver, as dbstruct's auth detects it; undone after."""
+def _databricks_driver(dbutils: FakeDbutils, folder: Path) -> Iterator[None]:
+    """The environment of a notebook's driver, as dbstruct's auth detects it; undone after.
+
+    The working directory is the notebook's folder, as on Databricks Runtime 14.0 and above
+    (https://docs.databricks.com/en/files/cwd-dbr-14.html).
+    """
     with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(folder)
         for key in [k for k in os.environ if k.startswith("DATABRICKS_")]:
             mp.delenv(key)
         mp.setenv("DATABRICKS_RUNTIME_VERSION", RUNTIME_VERSION)

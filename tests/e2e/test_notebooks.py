@@ -9,15 +9,20 @@ ignored its widget would get 404s.
 
 from __future__ import annotations
 
+import itertools
+import json
+import logging
 import os
 import secrets
 import sys
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import pytest
 
+import dbstruct
 from dbstruct.errors import AuthenticationError
 from dbstruct.examples import TicketTriage
 from dbstruct.testing import Emulator
@@ -39,30 +44,53 @@ def new_token() -> str:
     return "dapi" + secrets.token_hex(16)  # the shape of a PAT, unique per run
 
 
-@pytest.fixture
-def token() -> str:
-    return new_token()
+@dataclass
+class Workspace:
+    """A serving "workspace" (the emulator) and the notebook context's token for it."""
+
+    emu: Emulator
+    token: str
+    logs: pytest.LogCaptureFixture
+
+    def run(self, name: str, spark: Any, token: str | None = None, **widgets: str) -> NotebookRun:
+        dbutils = FakeDbutils(api_url=self.emu.host, api_token=token or self.token, widgets=widgets)
+        return run_notebook(NOTEBOOKS / name, spark=spark, dbutils=dbutils)
+
+    def check(self, result: NotebookRun) -> None:
+        """Every request was answered (so it carried the notebook's token); nothing showed it."""
+        stats = self.emu.stats()
+        assert stats.requests > 0
+        assert stats.status(401) == stats.status(403) == stats.status(404) == 0
+        assert set(stats.by_endpoint) == {ENDPOINT}
+        for text in (result.text, self.logs.text):
+            assert self.token[4:] not in text  # not even without its prefix
 
 
 @pytest.fixture
-def emu(token: str) -> Iterator[Emulator]:
-    with Emulator(token=token, endpoints=[ENDPOINT], latency=0) as emulator:
-        yield emulator
+def ws(caplog: pytest.LogCaptureFixture) -> Iterator[Workspace]:
+    caplog.set_level(logging.DEBUG, logger="dbstruct")  # searched for the token
+    token = new_token()
+    with Emulator(token=token, endpoints=[ENDPOINT], latency=0) as emu:
+        yield Workspace(emu, token, caplog)
 
 
-def run(name: str, spark: Any, emu: Emulator, token: str, **widgets: str) -> NotebookRun:
-    dbutils = FakeDbutils(api_url=emu.host, api_token=token, widgets=widgets)
-    return run_notebook(NOTEBOOKS / name, spark=spark, dbutils=dbutils)
+# ------------------------------------------------------------------ the notebooks' shape
+
+TESTED = ("01_quickstart.py", "02_dataframe_extraction.py", "03_sql.py", "04_job.py")
 
 
-def assert_authenticated_and_secret(result: NotebookRun, emu: Emulator, token: str) -> None:
-    """Every request was answered (so it carried the notebook's token), none showed it."""
-    stats = emu.stats()
-    assert stats.requests > 0
-    assert stats.status(401) == stats.status(403) == stats.status(404) == 0
-    assert set(stats.by_endpoint) == {ENDPOINT}
-    assert token not in result.text
-    assert token[4:] not in result.text  # not even without its prefix
+@pytest.mark.parametrize("name", TESTED)
+def test_notebook_shape(name: str) -> None:
+    cells = parse_notebook((NOTEBOOKS / name).read_text(encoding="utf-8"), name)
+    assert cells[0].kind == "md"  # says what the notebook does
+    assert any(c.kind == "pip" and c.source == "install dbstruct" for c in cells)
+    code = "\n".join(c.source for c in cells if c.kind == "python")
+    assert f'dbutils.widgets.text("endpoint", "{ENDPOINT}"' in code
+    assert "DATABRICKS_TOKEN" not in code and "dapi" not in code  # auth: the notebook context
+
+
+def test_every_notebook_is_tested() -> None:
+    assert sorted(p.name for p in NOTEBOOKS.glob("*.py")) == sorted(TESTED)
 
 
 # ------------------------------------------------------------------ the runner itself
@@ -139,8 +167,8 @@ def test_widgets_take_given_values_over_defaults() -> None:
 # ------------------------------------------------------------------ 01 quickstart
 
 
-def test_quickstart(classic_spark: Any, emu: Emulator, token: str) -> None:
-    result = run("01_quickstart.py", classic_spark, emu, token)
+def test_quickstart(classic_spark: Any, ws: Workspace) -> None:
+    result = ws.run("01_quickstart.py", classic_spark)
     ns = result.namespace
 
     assert "auth='notebook context'" in result.text  # print(client)
@@ -151,42 +179,43 @@ def test_quickstart(classic_spark: Any, emu: Emulator, token: str) -> None:
     assert table.column("age") == [36, 29, 41]
     for row in table.rows:  # the emulator answers with a capitalised word of the text
         assert row["name"] in row["text"] and row["name"][0].isupper()
-    assert emu.stats().status(200) == 5  # two sync calls, three async ones
-    assert_authenticated_and_secret(result, emu, token)
+    assert ws.emu.stats().status(200) == 5  # two sync calls, three async ones
+    ws.check(result)
     assert result.namespace["dbutils"].library.restarts == 1
 
 
 def test_quickstart_authenticates_with_the_notebook_token_only(
-    classic_spark: Any, emu: Emulator
+    classic_spark: Any, ws: Workspace
 ) -> None:
     # A context whose token the endpoint does not know: the first call is refused.
     wrong = new_token()
     with pytest.raises(NotebookError, match=r"01_quickstart.py, cell \d+ \('user = ") as info:
-        run("01_quickstart.py", classic_spark, emu, wrong)
+        ws.run("01_quickstart.py", classic_spark, token=wrong)
     assert isinstance(info.value.__cause__, AuthenticationError)
     assert wrong not in str(info.value)
-    assert emu.stats().requests == 1 and emu.stats().status(200) == 0
+    assert ws.emu.stats().requests == 1 and ws.emu.stats().status(200) == 0
 
 
 # ------------------------------------------------------------------ 02 DataFrame extraction
 
 
-def test_dataframe_extraction(spark: Any, emu: Emulator, token: str) -> None:
-    result = run("02_dataframe_extraction.py", spark, emu, token, rows="40")
+def test_dataframe_extraction(spark: Any, ws: Workspace) -> None:
+    result = ws.run("02_dataframe_extraction.py", spark, rows="40")
     flat, failures, outcomes, tricky, cost = result.displayed
 
     assert flat.columns == ["ticket_id", "subject", *TicketTriage.model_fields]
     assert len(flat.rows) == 40 + 6
     ok = [r for r in flat.rows if r["category"] is not None]
     assert len(ok) == 40 + 2  # the sample and the injection and German tickets
-    for row in ok:
-        TicketTriage.model_validate({k: row[k] for k in TicketTriage.model_fields})
+    for row in ok:  # every answer is a valid TicketTriage
+        fields = row.asDict(recursive=True)
+        TicketTriage.model_validate({k: fields[k] for k in TicketTriage.model_fields})
 
     assert {r["ticket_id"]: r["error"].split(":")[0] for r in failures.rows} == {
         "TRICKY-5": "BadRequestError",  # over the context window: the endpoint's 400
         "TRICKY-6": "InputError",  # over 4 MB: refused before sending
     }
-    assert dict(zip(outcomes.column("outcome"), outcomes.column("count"))) == {
+    assert dict(zip(outcomes.column("outcome"), outcomes.column("count"), strict=True)) == {
         "ok": 42,
         "skipped: no text": 2,
         "BadRequestError": 1,
@@ -194,11 +223,96 @@ def test_dataframe_extraction(spark: Any, emu: Emulator, token: str) -> None:
     }
     assert tricky.column("ticket_id") == [f"TRICKY-{i}" for i in range(1, 7)]
 
-    stats = emu.stats()  # one request per row with text, but none for the 4 MB one
+    stats = ws.emu.stats()  # one request per row with text, but none for the 4 MB one
     assert (stats.requests, stats.status(200), stats.status(400)) == (43, 42, 1)
     (totals,) = cost.rows
     assert totals["triaged"] == 42
     assert totals["prompt_tokens"] == stats.prompt_tokens
     assert totals["completion_tokens"] == stats.completion_tokens
-    assert "4.4 MB" not in result.text or True
-    assert_authenticated_and_secret(result, emu, token)
+    ws.check(result)
+
+
+# ------------------------------------------------------------------ 03 SQL
+
+
+def sample_tickets(n: int) -> list[dict[str, Any]]:
+    path = Path(dbstruct.__file__).parent / "data" / "tickets.jsonl"
+    with path.open(encoding="utf-8") as f:
+        return [json.loads(line) for line in itertools.islice(f, n)]
+
+
+def test_sql(spark: Any, ws: Workspace) -> None:
+    result = ws.run("03_sql.py", spark, rows="30")
+    per_ticket, by_priority = result.displayed  # the two %sql cells
+
+    tickets = sample_tickets(30)
+    assert per_ticket.columns == [
+        "ticket_id", "subject", "category", "priority", "product", "needs_human",
+        "order_reference", "error",
+    ]  # fmt: skip
+    assert sorted(per_ticket.column("ticket_id")) == sorted(t["ticket_id"] for t in tickets)
+    assert per_ticket.column("error") == [None] * 30
+    categories = set(get_args(TicketTriage.model_fields["category"].annotation))
+    assert set(per_ticket.column("category")) <= categories
+
+    enterprise = sum(t["plan"] == "enterprise" for t in tickets)
+    assert 0 < enterprise < 30
+    assert by_priority.columns == ["priority", "tickets", "need_an_agent", "refunds_requested"]
+    assert sum(by_priority.column("tickets")) == enterprise
+    # one request per row and query: the subquery keeps the UDF from being evaluated twice
+    assert ws.emu.stats().requests == ws.emu.stats().status(200) == 30 + enterprise
+    ws.check(result)
+
+
+# ------------------------------------------------------------------ 04 the job
+
+
+@pytest.fixture
+def schema(classic_spark: Any, tmp_path: Path) -> Iterator[str]:
+    """A schema whose tables live under tmp_path (a Unity Catalog schema's stand-in)."""
+    name = f"spark_catalog.e2e_{secrets.token_hex(4)}"
+    classic_spark.sql(f"CREATE SCHEMA {name} LOCATION '{tmp_path.as_uri()}'")
+    yield name
+    classic_spark.sql(f"DROP SCHEMA {name} CASCADE")
+
+
+def run_job_notebook(spark: Any, ws: Workspace, table: str) -> NotebookRun:
+    # The runner's driver claims to be Databricks Runtime, where the job defaults to Delta;
+    # this local session has no Delta, so the table is Parquet.
+    overrides = "emulator=false; source.limit=50; chunk_rows=25; target.format=parquet"
+    return ws.run("04_job.py", spark, target_table=table, set=overrides)
+
+
+def test_job(spark: Any, ws: Workspace, schema: str) -> None:
+    result = run_job_notebook(spark, ws, f"{schema}.ticket_triage")
+    summary, rows, by_category = result.displayed
+
+    (s,) = summary.rows
+    assert (s["run"], s["source_rows"], s["skipped"], s["processed"]) == ("r00001", 50, 0, 50)
+    assert (s["succeeded"], s["failed"], s["error_rate"]) == (50, 0, 0.0)
+    assert s["prompt_tokens"] == ws.emu.stats().prompt_tokens
+    assert "processed             50   in 2 chunk(s), run r00001" in result.text
+    assert "emulator" not in result.text  # the answers came from "the endpoint"
+
+    assert rows.columns[0] == "ticket_id" and len(rows.rows) == 20
+    assert set(TicketTriage.model_fields) <= set(rows.columns)
+    assert rows.column("ticket_id") == sorted(t["ticket_id"] for t in sample_tickets(50))[:20]
+    assert {b[:7] for b in rows.column("batch")} == {"r00001-"}
+    assert sum(by_category.column("tickets")) == 50
+    assert ws.emu.stats().requests == 50
+    ws.check(result)
+
+    # A second run resumes: every source row is in the target already, nothing is sent.
+    again = run_job_notebook(spark, ws, f"{schema}.ticket_triage")
+    (s2,) = again.displayed[0].rows
+    assert (s2["run"], s2["skipped"], s2["processed"]) == ("r00002", 50, 0)
+    assert ws.emu.stats().requests == 50
+
+
+def test_job_fails_its_run_over_max_error_rate(
+    classic_spark: Any, ws: Workspace, schema: str
+) -> None:
+    ws.emu.configure(faults={"refusal": 0.3}, seed=3)  # refusals are not retried
+    with pytest.raises(NotebookError, match=r"04_job.py, cell \d+ \('# A scheduled run fails"):
+        run_job_notebook(classic_spark, ws, f"{schema}.ticket_triage")
+    assert 0 < ws.emu.stats().by_fault["refusal"] < 50

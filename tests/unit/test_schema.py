@@ -14,9 +14,9 @@ import jsonschema  # type: ignore[import-untyped]
 import pytest
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
+from dbstruct._schema_rules import schema_violations
 from dbstruct.errors import SchemaError
 from dbstruct.schema import CompiledSchema, compile_schema
-from dbstruct._schema_rules import schema_violations
 from tests import corpus
 from tests.corpus import CORPUS, RECURSIVE, UNMAPPABLE
 

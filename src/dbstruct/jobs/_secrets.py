@@ -137,7 +137,10 @@ def resolve_references(
             raise ConfigurationError(f"{where}: secret {key!r} of scope {scope!r} is empty")
         return text.strip()
 
-    value = check_reference_syntax(value) if "{{" in value else value
+    try:
+        check_reference_syntax(value)
+    except ValueError as e:
+        raise ConfigurationError(f"{where}: {e}") from None
     return _SECRET_REF.sub(secret_value, _ENV_REF.sub(env_value, value))
 
 

@@ -82,6 +82,10 @@ class Target(abc.ABC):
     def settle(self) -> int:
         """Leave one row per id (the newest); the number of rows removed."""
 
+    def discard(self, batch: str) -> bool:
+        """Remove a committed batch; whether this target can (append-only tables cannot)."""
+        return False
+
     def next_run(self) -> int:
         if not self.exists():
             return 1
@@ -139,6 +143,10 @@ class DeltaTarget(Target):
     def replace(self, empty: DataFrame) -> None:
         writer = empty.write.format("delta").mode("overwrite").option("overwriteSchema", "true")
         writer.saveAsTable(self.table) if self.table else writer.save(self.path)
+
+    def discard(self, batch: str) -> bool:
+        self.spark.sql(f"DELETE FROM {self.sql_name} WHERE batch = '{batch}'")
+        return True
 
     def settle(self) -> int:
         if not self.exists():
@@ -239,6 +247,10 @@ class ParquetPathTarget(Target):
 
     def next_run(self) -> int:
         return _next_run(self._dirs())
+
+    def discard(self, batch: str) -> bool:
+        shutil.rmtree(self._dir(batch, uri=False))
+        return True
 
     def settle(self) -> int:
         self._repair()

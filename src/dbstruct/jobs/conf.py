@@ -295,7 +295,7 @@ def _check_prompt(prompt: str | list[dict[str, str]], columns: list[str]) -> Non
     try:
         parsed = build_prompt(prompt)
     except ConfigurationError as e:
-        raise ValueError(str(e).removeprefix("prompt ")) from None
+        raise ValueError("prompt: " + str(e).removeprefix("prompt ")) from None
     assert isinstance(parsed, TemplatePrompt)  # strings and message lists only, here
     if set(parsed.names) != set(columns) and parsed.arity != len(columns):
         raise ValueError(

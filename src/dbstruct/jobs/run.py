@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import math
+import re
 import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
@@ -102,7 +103,7 @@ def _build_udf(conf: JobConfig, creds: Credentials) -> StructuredUDF:
         max_retries=conf.max_retries,
         include_status=True,
         credentials=creds,
-        name=f"dbstruct_{conf.name.replace('-', '_')}",
+        name="dbstruct_" + re.sub(r"\W", "_", conf.name),
         **conf.options,
     )
 
@@ -149,8 +150,37 @@ def _process(
         batch = batch_name(run, chunk)
         out = shape_output(rows.repartition(conf.partitions), udf, conf, batch)
         target.append(out, batch)
-        progress.chunk_done(_batch_stats(target, batch))
+        stats = _batch_stats(target, batch)
+        if chunk == 0:
+            _stop_if_refused(target, batch, stats)
+        progress.chunk_done(stats)
     return progress.done
+
+
+# Errors that say the endpoint will refuse every row: no credentials, rights or endpoint.
+_REFUSALS = ("AuthenticationError", "PermissionDeniedError", "EndpointNotFoundError")
+
+
+def _stop_if_refused(target: Target, batch: str, stats: ChunkStats) -> None:
+    """Stop after a first chunk the endpoint refused entirely, rather than fail every row.
+
+    Refused requests are not billed, so the chunk is removed (where the target allows) and
+    a rerun after fixing the credentials or endpoint name sends those rows again.
+    """
+    from pyspark.sql import functions as F
+
+    if stats.failed == 0 or stats.failed != stats.rows - stats.empty:
+        return
+    first = target.read().where((F.col("batch") == batch) & F.col("error").isNotNull())
+    row = first.select("error").first()
+    error = str(row[0]) if row is not None else ""
+    if not error.startswith(_REFUSALS):
+        return
+    kept = "its rows are kept as failed" if not target.discard(batch) else "nothing was kept"
+    raise ConfigurationError(
+        f"the endpoint refused every row of the first chunk ({error[:300]}); stopped, "
+        f"{kept}. Check the credentials and the model name, then rerun"
+    )
 
 
 def shape_output(rows: DataFrame, udf: StructuredUDF, conf: JobConfig, batch: str) -> DataFrame:

@@ -15,13 +15,13 @@ import re
 from functools import lru_cache
 from typing import Any
 
-from dbstruct.testing._errors import ApiError, bad_request
 from dbstruct._schema_rules import (
     MAX_SCHEMA_KEYS,
     MAX_TOOL_SCHEMA_KEYS,
     MAX_TOOLS,
     schema_violations,
 )
+from dbstruct.testing._errors import ApiError, bad_request
 
 __all__ = [
     "KNOWN_FIELDS",

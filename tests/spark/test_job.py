@@ -1,0 +1,320 @@
+"""The scheduled job end to end: real local Spark, the serving emulator, Parquet targets.
+
+Each row's text is unique, so every row is exactly one model request (the UDF sends
+identical in-flight prompts once), and emulator request counts are row counts.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from pyspark.sql import functions as F
+
+from dbstruct.auth import Credentials
+from dbstruct.jobs import main, parse_config, run_job
+from dbstruct.jobs.conf import JobConfig
+from dbstruct.testing import Emulator
+
+pytestmark = [pytest.mark.spark, pytest.mark.timeout(300)]
+
+MODEL = "dbstruct.examples:TicketTriage"
+
+
+@pytest.fixture
+def spark(classic_spark: Any, monkeypatch: pytest.MonkeyPatch) -> Any:
+    monkeypatch.delenv("SPARK_CONNECT_MODE_ENABLED", raising=False)
+    return classic_spark
+
+
+@pytest.fixture(scope="module")
+def emulator() -> Iterator[Emulator]:
+    with Emulator(retry_after=0.05) as emu:
+        yield emu
+
+
+@pytest.fixture
+def emu(emulator: Emulator) -> Emulator:
+    emulator.reset()
+    return emulator
+
+
+def text(i: int, marker: str = "") -> str:
+    return f"{marker}Ticket {i}: invoice INV-{10000 + i} was charged twice, please refund."
+
+
+def write_source(path: Path, texts: Sequence[str | None]) -> str:
+    """A JSON-lines source file with ``id`` and ``text``; its path."""
+    lines = [json.dumps({"id": i, "text": t}) for i, t in enumerate(texts)]
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return str(path)
+
+
+def job(source: str, target: Path, **extra: Any) -> dict[str, Any]:
+    data: dict[str, Any] = {
+        "version": 1,
+        "name": "test",
+        "source": {"path": source, "format": "json", "id_column": "id", "text_columns": "text"},
+        "response_model": MODEL,
+        "model": "databricks/test-llm",
+        "concurrency": 8,
+        "partitions": 2,
+        "max_retries": 0,
+        "chunk_rows": 60,
+        "target": {"path": str(target)},
+    }
+    data.update(extra)
+    return data
+
+
+def conf_of(data: dict[str, Any]) -> JobConfig:
+    return parse_config(data, origin="test.yml")
+
+
+def creds(emu: Emulator) -> Credentials:
+    return Credentials.from_token(emu.base_url, emu.token)
+
+
+def target_rows(spark: Any, target: Path) -> list[Any]:
+    return spark.read.parquet(f"file://{target}").collect()  # type: ignore[no-any-return]
+
+
+# ------------------------------------------------------------------ one run, then a rerun
+
+
+def test_a_run_writes_each_id_once_with_status_and_sums(spark: Any, tmp_path: Path) -> None:
+    kinds = {3: None, 4: "  ", 5: text(5, "[[fault:500]]"), 6: text(6, "[[fault:refusal]]")}
+    texts = [kinds.get(i % 25, text(i)) for i in range(200)]
+    source = write_source(tmp_path / "in.jsonl", texts)
+    target = tmp_path / "out"
+    conf = conf_of(job(source, target, emulator={"latency": 0}, max_error_rate=0.05))
+
+    summary = run_job(spark, conf)
+
+    rows = target_rows(spark, target)
+    assert len(rows) == 200 and len({r["id"] for r in rows}) == 200
+    failed = [r for r in rows if r["error"] is not None]
+    empty = [r for r in rows if r["attempts"] == 0]
+    assert {r["id"] % 25 for r in failed} == {5, 6} and len(failed) == 16
+    assert {r["id"] % 25 for r in empty} == {3, 4} and all(r["result"] is None for r in empty)
+    kinds_of_error = {r["error"].split(":")[0] for r in failed}
+    assert kinds_of_error <= {"RetriesExhaustedError", "ServerError", "RefusalError"}
+    ok = [r for r in rows if r["error"] is None and r["attempts"] > 0]
+    assert all(r["result"]["category"] and r["result"]["summary"] for r in ok)
+    assert {r["batch"] for r in rows} == {f"r00001-c0000{k}" for k in range(4)}
+    assert (summary.source_rows, summary.skipped, summary.processed) == (200, 0, 200)
+    assert (summary.succeeded, summary.failed, summary.done.empty) == (168, 16, 16)
+    assert summary.prompt_tokens == sum(r["prompt_tokens"] for r in rows) > 0
+    assert summary.completion_tokens == sum(r["completion_tokens"] for r in rows) > 0
+    assert summary.chunks == 4 and summary.emulated
+    assert summary.error_rate == pytest.approx(0.08) and summary.exit_code == 1
+
+    again = run_job(spark, conf)
+    assert (again.processed, again.skipped, again.exit_code) == (0, 200, 0)
+    assert len(target_rows(spark, target)) == 200
+
+
+def test_flattened_output_to_a_table_keeps_columns(
+    spark: Any, emu: Emulator, tmp_path: Path
+) -> None:
+    source = write_source(tmp_path / "in.jsonl", [text(i) for i in range(30)])
+    table = f"spark_catalog.default.triage_{os.getpid()}"
+    data = job(source, tmp_path, chunk_rows=1000)
+    data["source"]["keep_columns"] = ["text"]
+    data["target"] = {"table": table, "output": "flatten"}
+    try:
+        summary = run_job(spark, conf_of(data), credentials=creds(emu))
+        df = spark.read.table(table)
+        assert df.columns[:4] == ["id", "text", "category", "priority"]
+        assert {"summary", "order", "error", "attempts", "batch", "processed_at"} <= set(df.columns)
+        assert df.count() == 30 and summary.target_format == "parquet"
+        assert emu.stats().requests == 30
+    finally:
+        spark.sql(f"DROP TABLE IF EXISTS {table}")
+
+
+def test_a_changed_model_is_refused_not_mixed_in(spark: Any, emu: Emulator, tmp_path: Path) -> None:
+    source = write_source(tmp_path / "in.jsonl", [text(i) for i in range(10)])
+    data = job(source, tmp_path / "out")
+    run_job(spark, conf_of(data), credentials=creds(emu))
+    from dbstruct.errors import ConfigurationError
+
+    data["target"]["output"] = "flatten"
+    with pytest.raises(ConfigurationError, match="has other columns than this job writes"):
+        run_job(spark, conf_of(data), credentials=creds(emu))
+    data["target"]["mode"] = "overwrite"
+    summary = run_job(spark, conf_of(data), credentials=creds(emu))
+    assert summary.processed == 10
+    assert "category" in spark.read.parquet(str(tmp_path / "out")).columns
+
+
+def test_a_refused_first_chunk_stops_the_run_and_keeps_nothing(
+    spark: Any, emu: Emulator, tmp_path: Path
+) -> None:
+    from dbstruct.errors import ConfigurationError
+
+    source = write_source(tmp_path / "in.jsonl", [text(i) for i in range(50)])
+    data = job(source, tmp_path / "out", chunk_rows=20)
+    wrong = Credentials.from_token(emu.base_url, "dapi-wrong-token")
+    with pytest.raises(ConfigurationError, match="refused every row of the first chunk"):
+        run_job(spark, conf_of(data), credentials=wrong)
+    assert emu.stats().status(403) > 0 and not list((tmp_path / "out").glob("batch=*/*.parquet"))
+    summary = run_job(spark, conf_of(data), credentials=creds(emu))
+    assert (summary.processed, summary.failed, summary.skipped) == (50, 0, 0)
+
+
+# ------------------------------------------------------------------ retry_failed
+
+
+def test_retry_failed_resends_only_failed_ids_and_keeps_each_id_once(
+    spark: Any, emu: Emulator, tmp_path: Path
+) -> None:
+    texts = [text(i, "[[fault:500x1]]" if i % 12 == 0 else "") for i in range(120)]
+    source = write_source(tmp_path / "in.jsonl", texts)
+    target = tmp_path / "out"
+    first = run_job(spark, conf_of(job(source, target)), credentials=creds(emu))
+    assert first.failed == 10 and emu.stats().requests == 120
+    failed_dirs = {r["batch"] for r in target_rows(spark, target) if r["error"] is not None}
+    backup = tmp_path / "backup"
+    for batch in failed_dirs:
+        shutil.copytree(target / f"batch={batch}", backup / f"batch={batch}")
+
+    before = emu.stats().requests
+    retry = run_job(spark, conf_of(job(source, target, retry_failed=True)), credentials=creds(emu))
+    assert emu.stats().requests - before == 10  # only the failed ids went out again
+    assert (retry.processed, retry.succeeded, retry.skipped) == (10, 10, 110)
+    rows = target_rows(spark, target)
+    assert len(rows) == 120 and len({r["id"] for r in rows}) == 120
+    assert all(r["error"] is None for r in rows)
+    assert {r["batch"][:6] for r in rows if r["id"] % 12 == 0} == {"r00002"}
+    dirs = {p.name for p in target.iterdir()}
+    assert all(f"batch={b}" not in dirs and f"batch={b}-v001" in dirs for b in failed_dirs)
+
+    # A crash between writing a rewritten batch and deleting the old one leaves both:
+    for batch in failed_dirs:
+        shutil.copytree(backup / f"batch={batch}", target / f"batch={batch}")
+    assert len(target_rows(spark, target)) > 120
+    before = emu.stats().requests
+    repaired = run_job(spark, conf_of(job(source, target)), credentials=creds(emu))
+    assert emu.stats().requests == before and repaired.processed == 0
+    rows = target_rows(spark, target)
+    assert len(rows) == 120 and len({r["id"] for r in rows}) == 120
+
+
+# ------------------------------------------------------------------ the command line
+
+
+def test_main_exits_1_over_max_error_rate_and_2_for_a_bad_file(
+    spark: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    texts = [text(i, "[[fault:500]]" if i % 4 == 0 else "") for i in range(40)]
+    source = write_source(tmp_path / "in.jsonl", texts)
+    path = tmp_path / "job.yml"
+    data = job(source, tmp_path / "out", emulator={"latency": 0}, max_error_rate=0.2)
+    path.write_text(yaml.safe_dump(data), encoding="utf-8")
+
+    assert main(["run", str(path), "--rows", "3"]) == 1
+    out, err = capsys.readouterr()
+    assert "failed              10   error rate 25.00% (over max_error_rate 20.00%)" in out
+    assert "local serving emulator" in out and "DATABRICKS_HOST" in out
+    assert "error rate 25.00% is over max_error_rate 20.00%" in err
+    assert main([str(path), "--set", "max_error_rate=0.3"]) == 0  # nothing left: 0 processed
+
+    assert main(["run", str(path), "--set", "target.mode=upsert"]) == 2
+    assert "target.mode: input should be 'append' or 'overwrite'" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------ crash and resume
+
+
+def test_a_killed_job_resumes_and_pays_only_for_unfinished_rows(tmp_path: Path) -> None:
+    n = 160
+    source = write_source(tmp_path / "in.jsonl", [text(i) for i in range(n)])
+    target = tmp_path / "out"
+    data = job(source, target, concurrency=4, chunk_rows=40)
+    data["credentials"] = {"host": "{{env:EMU_HOST}}", "token": "{{env:EMU_TOKEN}}"}
+    path = tmp_path / "job.yml"
+    path.write_text(yaml.safe_dump(data), encoding="utf-8")
+    emu = Emulator.spawn(latency=0.05)
+    try:
+        env = {**os.environ, "EMU_HOST": emu.host, "EMU_TOKEN": emu.token}
+        command = [sys.executable, "-m", "dbstruct.jobs", "run", str(path), "--rows", "0"]
+        first = subprocess.Popen(command, env=env, start_new_session=True)
+        try:
+            _wait_for_a_committed_chunk(target, first)
+        finally:
+            os.killpg(first.pid, signal.SIGKILL)  # the job, its JVM and Python workers
+            first.wait()
+        committed = _ids_in(target)
+        assert 0 < len(committed) < n
+
+        before = emu.stats().requests
+        rerun = subprocess.run(command, env=env, capture_output=True, text=True, timeout=240)
+        assert rerun.returncode == 0, rerun.stderr[-2000:]
+        assert emu.stats().requests - before == n - len(committed)
+        skipped = re.search(r"skipped\s+(\d+)", rerun.stdout)
+        assert skipped is not None and int(skipped.group(1)) == len(committed)
+        final = _ids_in(target)
+        assert sorted(final) == list(range(n))  # each id exactly once
+    finally:
+        emu.stop()
+
+
+def _wait_for_a_committed_chunk(target: Path, process: subprocess.Popen[bytes]) -> None:
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        if list(target.glob("batch=*/_SUCCESS")):
+            return
+        assert process.poll() is None, "the job ended before a chunk was committed"
+        time.sleep(0.05)
+    raise AssertionError("no chunk was committed in time")
+
+
+def _ids_in(target: Path) -> list[int]:
+    import pyarrow.parquet as pq  # type: ignore[import-untyped]
+
+    files = [p for p in target.glob("batch=*/*.parquet")]
+    return sorted(i for f in files for i in pq.read_table(f, columns=["id"])["id"].to_pylist())
+
+
+# ------------------------------------------------------------------ Spark Connect
+
+
+def test_the_sample_on_spark_connect(
+    connect_spark: Any, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("SPARK_CONNECT_MODE_ENABLED", "1")
+    data = {
+        "version": 1,
+        "source": {
+            "sample": "tickets",
+            "id_column": "ticket_id",
+            "text_columns": ["subject", "body"],
+            "keep_columns": ["created_at"],
+            "limit": 40,
+        },
+        "response_model": MODEL,
+        "model": "databricks/test-llm",
+        "prompt": "Subject: {subject}\n\n{body}",
+        "chunk_rows": 25,
+        "target": {"path": str(tmp_path / "out")},
+        "emulator": {"latency": 0},
+    }
+    summary = run_job(connect_spark, conf_of(data))
+    df = connect_spark.read.parquet(f"file://{tmp_path / 'out'}")
+    assert summary.processed == 40 and summary.succeeded == 40 and summary.chunks == 2
+    assert df.select(F.count_distinct("ticket_id")).first()[0] == 40
+    assert dict(df.dtypes)["created_at"] == "timestamp"
+    first = df.orderBy("ticket_id").first()
+    assert first["ticket_id"] == "TCK-100001" and first["result"]["category"]

@@ -1,0 +1,316 @@
+"""Job files: validation messages that name the key, secrets only as references, the
+summary's arithmetic, and the bundled sample. No JVM."""
+
+from __future__ import annotations
+
+import copy
+import importlib.util
+import logging
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from pydantic import BaseModel
+
+from dbstruct.errors import ConfigurationError
+from dbstruct.jobs import ChunkStats, JobSummary, demo_conf_path, load_config, parse_config
+from dbstruct.jobs._credentials import configured_credentials
+from dbstruct.jobs._io import sample_rows
+from dbstruct.jobs._progress import Progress, format_duration
+from dbstruct.jobs._secrets import inline_secret_errors, resolve_references
+from dbstruct.jobs.conf import CredentialsConfig
+
+ROOT = Path(__file__).resolve().parents[2]
+PAT = "dapi0123456789abcdef0123456789abcdef"
+
+
+class Flat(BaseModel):
+    """A model whose field would collide with a status column when flattened."""
+
+    error: str
+    label: str
+
+
+def good() -> dict[str, Any]:
+    return {
+        "version": 1,
+        "source": {"table": "main.support.tickets", "id_column": "id", "text_columns": ["body"]},
+        "response_model": "dbstruct.examples:TicketTriage",
+        "model": "databricks/my-endpoint",
+        "prompt": "Triage: {body}",
+        "target": {"table": "main.support.triage"},
+    }
+
+
+def with_(change: dict[str, Any]) -> dict[str, Any]:
+    """``good()`` with dotted keys set (value ``...`` deletes the key)."""
+    data = good()
+    for dotted, value in change.items():
+        node = data
+        *parents, last = dotted.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+        if value is ...:
+            node.pop(last, None)
+        else:
+            node[last] = copy.deepcopy(value)
+    return data
+
+
+def error_of(data: Any) -> str:
+    with pytest.raises(ConfigurationError) as info:
+        parse_config(data, origin="conf/x.yml")
+    return str(info.value)
+
+
+# ---------------------------------------------------------------- good files
+
+
+def test_the_shipped_job_files_validate() -> None:
+    demo = load_config(ROOT / "conf" / "demo.yml")
+    assert demo.source.sample == "tickets" and demo.emulator is not None
+    assert demo.response_model_class.__name__ == "TicketTriage"
+    tickets = load_config(ROOT / "conf" / "tickets.yml")
+    assert tickets.target.table == "main.support.ticket_triage" and tickets.retry_failed
+    assert tickets.credentials is not None and tickets.credentials.client_secret is not None
+
+
+def test_the_packaged_demo_is_conf_demo_yml() -> None:
+    packaged = Path(demo_conf_path()).read_text(encoding="utf-8")
+    assert packaged == (ROOT / "conf" / "demo.yml").read_text(encoding="utf-8")
+
+
+def test_defaults_and_normalisation() -> None:
+    conf = parse_config(with_({"source.text_columns": "body", "mode": "json", "emulator": True}))
+    assert conf.source.text_columns == ["body"]
+    assert conf.mode == "JSON" and conf.mode_enum.name == "JSON"
+    assert conf.emulator is not None and conf.emulator.latency == 0.05
+    assert (conf.chunk_rows, conf.max_retries, conf.retry_failed) == (5000, 3, False)
+    assert conf.target.output == "struct" and conf.target.mode == "append"
+    assert parse_config(with_({"emulator": False})).emulator is None
+
+
+def test_overrides_are_parsed_as_yaml(tmp_path: Path) -> None:
+    path = tmp_path / "job.yml"
+    path.write_text(yaml.safe_dump(good()), encoding="utf-8")
+    conf = load_config(
+        path, ["target.mode=overwrite", "source.limit=10", "emulator=true", "name=night run"]
+    )
+    assert conf.target.mode == "overwrite" and conf.source.limit == 10
+    assert conf.emulator is not None and conf.name == "night run"
+    with pytest.raises(ConfigurationError, match=r"expected key\.path=value"):
+        load_config(path, ["target.mode"])
+
+
+# ---------------------------------------------------------------- bad files
+
+
+BAD = [
+    ({"source.table": "foo"}, "conf/x.yml: source.table: expected catalog.schema.table, got 'foo'"),
+    ({"target.table": "a.b"}, "target.table: expected catalog.schema.table, got 'a.b'"),
+    ({"version": 2}, "conf/x.yml: version: expected 1, got 2"),
+    ({"source.id_column": ...}, "source.id_column: required, missing"),
+    ({"source.id_column": "my id"}, "source.id_column: expected a column name, got 'my id'"),
+    ({"target.colour": "red"}, "target.colour: unknown key"),
+    ({"source.path": "/data"}, "source: give exactly one of table, path or sample"),
+    ({"target.path": "/out"}, "target: give exactly one of table or path"),
+    ({"response_model": "TicketTriage"}, "response_model: expected package.module:ClassName"),
+    ({"response_model": "dbstruct.nowhere:Model"}, "response_model: cannot import"),
+    ({"response_model": "dbstruct.errors:Usage"}, "is not a pydantic BaseModel class"),
+    ({"model": "openai/gpt-4o"}, "model: expected databricks/<endpoint-name>, got 'openai/gpt-4o'"),
+    ({"mode": "yaml"}, "mode: expected one of TOOLS, TOOLS_STRICT"),
+    ({"concurrency": 0}, "concurrency: input should be greater than or equal to 1, got 0"),
+    ({"chunk_rows": "many"}, "chunk_rows: input should be a valid integer"),
+    ({"max_error_rate": 1.5}, "max_error_rate: input should be less than or equal to 1"),
+    ({"target.mode": "upsert"}, "target.mode: input should be 'append' or 'overwrite'"),
+    ({"target.output": "columns"}, "target.output: input should be 'struct' or 'flatten'"),
+    ({"prompt": "{subject}: {body}"}, "prompt: its placeholders (subject, body) must be"),
+    ({"prompt": "Triage {0}"}, "prompt: template: placeholder {0} is not a name"),
+    ({"options": {"base_url": "http://x"}}, "options: 'base_url' is not an option here"),
+    ({"credentials": {"client_id": "abc"}}, "credentials: client_id and client_secret go"),
+    ({"credentials": {"host": "{{vault:x}}"}}, "credentials.host: '{{vault:x}}' is not a ref"),
+]
+
+
+@pytest.mark.parametrize(("change", "expected"), BAD, ids=[e.split(":")[0] for _, e in BAD])
+def test_a_bad_key_is_named_with_what_was_expected(change: dict[str, Any], expected: str) -> None:
+    assert expected in error_of(with_(change))
+
+
+def test_flattened_fields_must_not_collide_with_status_columns() -> None:
+    data = with_({"response_model": f"{__name__}:Flat", "target.output": "flatten"})
+    assert "target: output column(s) ['error'] collide" in error_of(data)
+    assert parse_config(with_({"response_model": f"{__name__}:Flat"})).target.output == "struct"
+
+
+def test_every_problem_is_reported_once_per_line() -> None:
+    message = error_of(with_({"source.table": "foo", "concurrency": -1}))
+    lines = message.splitlines()
+    assert len(lines) == 2 and all(line.startswith("conf/x.yml: ") for line in lines)
+
+
+def test_a_file_that_is_not_a_mapping_or_not_there(tmp_path: Path) -> None:
+    path = tmp_path / "x.yml"
+    path.write_text("- just\n- a list\n", encoding="utf-8")
+    with pytest.raises(ConfigurationError, match=r"x.yml: expected a mapping of keys, got list"):
+        load_config(path)
+    with pytest.raises(ConfigurationError, match="cannot read the job file"):
+        load_config(tmp_path / "missing.yml")
+
+
+# ---------------------------------------------------------------- secrets
+
+
+@pytest.mark.parametrize(
+    ("change", "where"),
+    [
+        ({"credentials": {"host": "https://h", "token": PAT}}, "credentials.token"),
+        ({"credentials": {"token": "not-a-pat-but-literal"}}, "credentials.token"),
+        ({"options": {"api_key": "abc123"}}, "options.api_key"),
+        ({"prompt": f"Use {PAT} to triage {{body}}"}, "prompt"),
+    ],
+)
+def test_a_secret_written_inline_is_refused(change: dict[str, Any], where: str) -> None:
+    message = error_of(with_(change))
+    assert message.startswith(f"conf/x.yml: {where}: ")
+    assert "use a reference instead, e.g. '{{secrets/<scope>/<key>}}'" in message
+    assert PAT not in message and "not-a-pat-but-literal" not in message
+
+
+def test_an_inline_token_given_with_set_is_refused_too(tmp_path: Path) -> None:
+    path = tmp_path / "job.yml"
+    path.write_text(yaml.safe_dump(good()), encoding="utf-8")
+    with pytest.raises(ConfigurationError, match=r"credentials\.token: a secret written inline"):
+        load_config(path, [f"credentials.token={PAT}"])
+
+
+def test_references_are_accepted_and_not_resolved_when_loading() -> None:
+    creds = {"host": "https://{{env:WS}}.cloud.databricks.com", "token": "{{secrets/s/tok}}"}
+    conf = parse_config(with_({"credentials": creds}))
+    assert conf.credentials is not None and conf.credentials.token == "{{secrets/s/tok}}"
+    assert inline_secret_errors({"a": {"token": "{{ env:T }}"}}) == []
+
+
+class FakeSecrets:
+    def __init__(self, values: dict[tuple[str, str], str]) -> None:
+        self.values = values
+        self.calls: list[tuple[str, str]] = []
+
+    def get(self, scope: str, key: str) -> str:
+        self.calls.append((scope, key))
+        if (scope, key) not in self.values:
+            raise RuntimeError(f"Secret does not exist with scope: {scope} and key: {key}")
+        return self.values[(scope, key)]
+
+
+class FakeDbutils:
+    def __init__(self, values: dict[tuple[str, str], str]) -> None:
+        self.secrets = FakeSecrets(values)
+
+
+def test_references_resolve_with_dbutils_and_the_environment() -> None:
+    dbutils = FakeDbutils({("dbstruct", "token"): PAT})
+    env = {"WS": "adb-1.2.azuredatabricks.net"}
+    conf = CredentialsConfig(host="https://{{env:WS}}", token="{{secrets/dbstruct/token}}")
+    creds = configured_credentials(conf, dbutils=dbutils, environ=env)
+    assert creds.base_url == "https://adb-1.2.azuredatabricks.net/serving-endpoints"
+    assert creds.token() == PAT and PAT not in repr(creds)
+    assert dbutils.secrets.calls == [("dbstruct", "token")]
+
+
+def test_unresolvable_references_name_the_key_and_never_a_value() -> None:
+    with pytest.raises(ConfigurationError, match=r"credentials\.token: environment variable T"):
+        resolve_references("{{env:T}}", "credentials.token", environ={})
+    dbutils = FakeDbutils({})
+    with pytest.raises(ConfigurationError) as info:
+        resolve_references("{{secrets/s/k}}", "credentials.token", dbutils=dbutils)
+    assert str(info.value) == (
+        "credentials.token: cannot read secret 'k' of scope 's': RuntimeError"
+    )
+    with pytest.raises(ConfigurationError, match="is not a reference"):
+        resolve_references("{{secret/s/k}}", "credentials.host", environ={})
+
+
+def test_oauth_m2m_from_secret_references_against_the_emulator(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from dbstruct.testing import Emulator
+
+    for name in ("DATABRICKS_HOST", "DATABRICKS_TOKEN", "DATABRICKS_CONFIG_PROFILE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("DATABRICKS_CONFIG_FILE", "/nonexistent/.databrickscfg")
+    with Emulator(client_id="sp-1", client_secret="sp-secret-value") as emu:
+        dbutils = FakeDbutils({("sp", "id"): "sp-1", ("sp", "secret"): "sp-secret-value"})
+        conf = CredentialsConfig(
+            host=emu.host, client_id="{{secrets/sp/id}}", client_secret="{{secrets/sp/secret}}"
+        )
+        creds = configured_credentials(conf, dbutils=dbutils)
+        assert creds.base_url == emu.base_url and "oauth-m2m" in creds.source
+        assert creds.token() and emu.stats().oauth_tokens_issued >= 1
+
+
+# ---------------------------------------------------------------- summary and progress
+
+
+def summary(**kw: Any) -> JobSummary:
+    done = kw.pop("done", ChunkStats(rows=200, succeeded=188, failed=10, empty=2))
+    fields: dict[str, Any] = {
+        "name": "t", "target": "/out", "target_format": "parquet", "model": "databricks/e",
+        "source_rows": 1000, "skipped": 800, "chunks": 4, "done": done,
+        "wall_seconds": 8.0, "max_error_rate": 0.05, "run_id": "r00002",
+    }  # fmt: skip
+    fields.update(kw)
+    return JobSummary(**fields)
+
+
+def test_summary_math() -> None:
+    s = summary()
+    assert (s.processed, s.succeeded, s.failed) == (200, 188, 10)
+    assert s.error_rate == pytest.approx(0.05) and s.rows_per_second == pytest.approx(25.0)
+    assert s.exit_code == 0  # at the limit is within it
+    assert summary(max_error_rate=0.049).exit_code == 1
+    nothing = summary(done=ChunkStats(), wall_seconds=0.0)
+    assert (nothing.error_rate, nothing.rows_per_second, nothing.exit_code) == (0.0, 0.0, 0)
+    text = s.to_text()
+    for expected in ("1,000", "800", "200", "188", "5.00%", "25.0 rows/s", "run r00002"):
+        assert expected in text
+    assert "emulator" not in text and "emulator" in summary(emulated=True).to_text()
+
+
+def test_chunk_stats_add_up() -> None:
+    a = ChunkStats(rows=3, succeeded=2, failed=1, prompt_tokens=30, completion_tokens=9)
+    b = ChunkStats(rows=2, succeeded=1, empty=1, prompt_tokens=20, completion_tokens=5)
+    assert a + b == ChunkStats(5, 3, 1, 1, 50, 14)
+
+
+def test_progress_logs_rows_rate_and_eta(caplog: pytest.LogCaptureFixture) -> None:
+    now = [100.0]
+    progress = Progress(total=1000, chunks=4, clock=lambda: now[0])
+    now[0] = 110.0
+    with caplog.at_level(logging.INFO, logger="dbstruct.jobs"):
+        line = progress.chunk_done(ChunkStats(rows=250, succeeded=249, failed=1))
+    assert line.startswith("chunk 1/4 committed: 250 of 1,000 rows (25%), 25.0 rows/s, ETA 30.0s")
+    assert "1 failed" in line and line in caplog.text
+    now[0] = 140.0
+    assert "ETA -" in progress.chunk_done(ChunkStats(rows=750, succeeded=750))
+
+
+def test_format_duration() -> None:
+    assert [format_duration(s) for s in (4.25, 185, 7380)] == ["4.2s", "3m05s", "2h03m"]
+
+
+# ---------------------------------------------------------------- the bundled sample
+
+
+def test_the_sample_is_what_the_generator_makes() -> None:
+    spec = importlib.util.spec_from_file_location("make_sample", ROOT / "scripts/make_sample.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    rows = sample_rows("tickets")
+    assert module.make_tickets() == rows
+    assert len(rows) >= 1000
+    assert len({r["ticket_id"] for r in rows}) == len(rows)
+    assert len({r["body"] for r in rows}) == len(rows)  # no two rows share one request
+    assert {r["language"] for r in rows} >= {"en", "de", "fr", "es", "nl", "pt"}
