@@ -11,7 +11,7 @@ import asyncio
 import email.utils
 import time
 from collections.abc import Generator, Sequence
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 import openai
 
@@ -31,7 +31,14 @@ from dbstruct.errors import (
 )
 from dbstruct.modes import Message, Mode, ResponseTarget, build_request
 
-__all__ = ["MAX_PAYLOAD_BYTES", "AsyncStructuredClient", "Outcome", "StructuredClient", "translate"]
+__all__ = [
+    "MAX_PAYLOAD_BYTES",
+    "AsyncLimiter",
+    "AsyncStructuredClient",
+    "Outcome",
+    "StructuredClient",
+    "translate",
+]
 
 # https://docs.databricks.com/aws/en/machine-learning/model-serving/model-serving-limits
 # (Foundation Model APIs: request payload up to 4 MB); checked before sending, per row.
@@ -39,6 +46,19 @@ MAX_PAYLOAD_BYTES = 4 * 1024 * 1024
 _CHEAP_SIZE_LIMIT = MAX_PAYLOAD_BYTES // 8  # below this many characters no exact check
 
 C = TypeVar("C", openai.OpenAI, openai.AsyncOpenAI)
+
+
+class AsyncLimiter(Protocol):
+    """Gates every HTTP attempt of an async client (first tries and retries alike).
+
+    ``acquire`` waits for a slot; ``release`` gets what the attempt produced: the completion,
+    or the :class:`DbstructError` it was translated to (a ``RateLimitError`` carries
+    ``retry_after``), so a limiter can adapt its rate to the endpoint's answers.
+    """
+
+    async def acquire(self) -> None: ...
+
+    def release(self, answer: object) -> None: ...
 
 
 class _Base(Generic[C]):
@@ -179,6 +199,9 @@ class StructuredClient(_Base[openai.OpenAI]):
 class AsyncStructuredClient(_Base[openai.AsyncOpenAI]):
     """Asynchronous client; build it with ``dbstruct.from_provider(..., async_client=True)``."""
 
+    #: optional gate around every HTTP attempt (see :class:`AsyncLimiter`)
+    limiter: AsyncLimiter | None = None
+
     async def create(
         self,
         response_model: Any,
@@ -228,19 +251,28 @@ class AsyncStructuredClient(_Base[openai.AsyncOpenAI]):
             if isinstance(step, Sleep):
                 await asyncio.sleep(step.seconds)
             else:
-                try:
-                    headers = await self.credentials.aheaders()
-                    answer = await self._openai.chat.completions.create(
-                        **step.request, extra_headers=headers
-                    )
-                except openai.APIError as e:
-                    answer = translate(e, step.request["model"], self.credentials)
-                except DbstructError as e:  # a token refresh that failed
-                    answer = e
+                answer = await self._attempt(step.request)
             try:
                 step = plan.send(answer)
             except StopIteration as done:
                 return done.value  # type: ignore[no-any-return]
+
+    async def _attempt(self, request: dict[str, Any]) -> Any:
+        limiter = self.limiter
+        if limiter is not None:
+            await limiter.acquire()
+        answer: Any = None
+        try:
+            headers = await self.credentials.aheaders()
+            answer = await self._openai.chat.completions.create(**request, extra_headers=headers)
+        except openai.APIError as e:
+            answer = translate(e, request["model"], self.credentials)
+        except DbstructError as e:  # a token refresh that failed
+            answer = e
+        finally:
+            if limiter is not None:
+                limiter.release(answer)
+        return answer
 
     async def close(self) -> None:
         await self._openai.close()

@@ -145,13 +145,10 @@ class _Display:
 
 
 class _Option:
-    """A Scala ``Option`` as py4j hands it to Python: ``.get()`` / ``.isDefined()``."""
+    """A Scala ``Option`` as py4j hands it to Python."""
 
     def __init__(self, value: str | None) -> None:
         self._value = value
-
-    def isDefined(self) -> bool:
-        return self._value is not None
 
     def get(self) -> str:
         if self._value is None:
@@ -160,17 +157,15 @@ class _Option:
 
 
 class _Context:
-    def __init__(self, api_url: str, api_token: str, notebook_path: str) -> None:
-        self._values = {"apiUrl": api_url, "apiToken": api_token, "path": notebook_path}
+    def __init__(self, api_url: str, api_token: str) -> None:
+        self._api_url = api_url
+        self._api_token = api_token
 
     def apiUrl(self) -> _Option:
-        return _Option(self._values["apiUrl"])
+        return _Option(self._api_url)
 
     def apiToken(self) -> _Option:
-        return _Option(self._values["apiToken"])
-
-    def notebookPath(self) -> _Option:
-        return _Option(self._values["path"])
+        return _Option(self._api_token)
 
     def __repr__(self) -> str:
         return "CommandContext(...)"
@@ -279,12 +274,11 @@ class FakeDbutils:
         api_token: str,
         widgets: Mapping[str, str] | None = None,
         secrets: Mapping[tuple[str, str], str] | None = None,
-        notebook_path: str = "/Workspace/Users/ci@example.com/notebook",
     ) -> None:
         self.widgets = _Widgets(widgets or {})
         self.secrets = _Secrets(secrets or {})
         self.library = _Library()
-        self.notebook = _NotebookUtils(_Context(api_url, api_token, notebook_path))
+        self.notebook = _NotebookUtils(_Context(api_url, api_token))
 
     def __repr__(self) -> str:
         return "FakeDbutils(...)"
@@ -311,9 +305,6 @@ class NotebookRun:
     def text(self) -> str:
         """Everything the notebook showed (displays and printed output) as one string."""
         return "\n".join([*(d.text for d in self.displayed), *self.stdout.values()])
-
-    def displayed_in(self, cell: int) -> list[Displayed]:
-        return [d for d in self.displayed if d.cell == cell]
 
 
 def run_notebook(
