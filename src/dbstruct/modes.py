@@ -269,11 +269,25 @@ def parse_completion(
             )
         _check_name(call.name, target.model, call.arguments)
         return _validate(target.model, call.arguments, context)
-    text = message.content or ""
+    text = _answer_text(message.content)
     if mode is Mode.MD_JSON:
         match = _FENCE.search(text)
         text = match.group(1) if match else text
     return _validate(target.model, text, context)
+
+
+def _answer_text(content: Any) -> str:
+    """The answer's text. Reasoning endpoints (GPT OSS) send content as a list of blocks, a
+    reasoning block then a text block: keep the text blocks
+    (https://learn.microsoft.com/en-us/azure/databricks/machine-learning/model-serving/structured-outputs).
+    """
+    if isinstance(content, list):
+        return "".join(
+            str(b.get("text", ""))
+            for b in content
+            if isinstance(b, dict) and b.get("type") == "text"
+        )
+    return content or ""
 
 
 def _parse_tool_calls(mode: Mode, target: ResponseTarget, message: Any, context: Any) -> Any:
@@ -350,7 +364,8 @@ def _raw_of(message: Any) -> str | None:
     call = getattr(message, "function_call", None)
     if call is not None:
         return str(call.arguments)
-    return getattr(message, "content", None)
+    content = getattr(message, "content", None)
+    return _answer_text(content) if content is not None else None
 
 
 # ---------------------------------------------------------------- re-asking

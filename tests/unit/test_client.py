@@ -140,6 +140,13 @@ def test_every_mode_sync_and_async_agree(emu: Emulator, mode: Mode) -> None:
 HINT_ONLY = {LineItem, Order, Constrained}
 
 
+@pytest.mark.parametrize("mode", [Mode.JSON, Mode.JSON_O1, Mode.MD_JSON, Mode.TOOLS])
+def test_reasoning_endpoints_content_blocks_are_read(emu: Emulator, mode: Mode) -> None:
+    # GPT OSS endpoints answer content as [reasoning block, text block]
+    value = client(mode, GPT).create(response_model=UserExtract, messages=user("jason is 25"))
+    assert value.age == 25
+
+
 @pytest.mark.parametrize("model", CORPUS, ids=lambda m: m.__name__)
 def test_every_corpus_model_round_trips_in_tools_mode(
     emu: Emulator, model: type[BaseModel]
