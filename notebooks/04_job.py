@@ -10,8 +10,8 @@
 # MAGIC Widgets:
 # MAGIC - **conf**: the job file, relative to this notebook's folder (or an absolute path);
 # MAGIC - **endpoint**: the serving endpoint, replacing the file's `model`;
-# MAGIC - **target_table**: a `catalog.schema.table` to write to instead of the file's target
-# MAGIC   (optional);
+# MAGIC - **target_table**: a Unity Catalog `catalog.schema.table` to write to instead of the
+# MAGIC   file's target (the demo file's relative target path is meant for local runs);
 # MAGIC - **set**: more overrides, `key.path=value` separated by `;` (values are YAML), as
 # MAGIC   `dbstruct run --set` takes them; `emulator=false` makes the demo file call the endpoint.
 # MAGIC

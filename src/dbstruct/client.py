@@ -2,7 +2,9 @@
 
 Both clients run the same attempt loop (:mod:`dbstruct._retry`); they differ only in how
 they wait and send. The ``openai`` SDK does the HTTP (its own retries off, ours on), and the
-bearer token is applied to every request, so a refreshing credential stays fresh.
+bearer token is applied to every request, so a refreshing credential stays fresh. With a
+:mod:`dbstruct.cache` (opt-in), a stored answer is returned before the loop starts and a
+success is stored after it.
 """
 
 from __future__ import annotations
@@ -11,12 +13,14 @@ import asyncio
 import email.utils
 import time
 from collections.abc import Generator, Sequence
+from dataclasses import dataclass
 from typing import Any, Generic, Protocol, TypeVar
 
 import openai
 
 from dbstruct._retry import Outcome, RetryPolicy, Send, Sleep, attempts
 from dbstruct.auth import Credentials, redact
+from dbstruct.cache import ResponseCache, cache_key, cached_answer, to_cached
 from dbstruct.errors import (
     AuthenticationError,
     BadRequestError,
@@ -71,6 +75,7 @@ class _Base(Generic[C]):
         credentials: Credentials,
         policy: RetryPolicy,
         defaults: dict[str, Any],
+        cache: ResponseCache | None = None,
     ) -> None:
         self._openai: C = openai_client
         self.endpoint = endpoint
@@ -78,6 +83,7 @@ class _Base(Generic[C]):
         self.credentials = credentials
         self.policy = policy
         self.defaults = dict(defaults)
+        self.cache = cache
 
     def __repr__(self) -> str:
         return (
@@ -97,7 +103,7 @@ class _Base(Generic[C]):
         max_retries: int | None,
         validation_context: Any,
         kwargs: dict[str, Any],
-    ) -> Generator[Send | Sleep, Any, Outcome]:
+    ) -> _Call:
         target = ResponseTarget.of(response_model)
         endpoint = kwargs.pop("model", None) or self.endpoint
         request = {**self.defaults, **kwargs, **build_request(self.mode, target, messages)}
@@ -108,9 +114,46 @@ class _Base(Generic[C]):
             policy = RetryPolicy(
                 max_retries, policy.deadline, policy.backoff_base, policy.backoff_max
             )
-        return attempts(
+        steps = attempts(
             self.mode, target, request, policy, endpoint=endpoint, context=validation_context
         )
+        key = cache_key(self.mode, request) if self.cache is not None else None
+        return _Call(steps, target, endpoint, key, validation_context)
+
+    def _cached(self, call: _Call) -> Outcome | None:
+        """The outcome of a cache hit (no request, ``attempts == 0``, no usage), or None."""
+        if self.cache is None or call.key is None:
+            return None
+        answer = self.cache.get(call.key)
+        if answer is None:
+            return None
+        hit = cached_answer(
+            answer,
+            self.mode,
+            call.target,
+            key=call.key,
+            endpoint=call.endpoint,
+            context=call.context,
+        )
+        if hit is None:
+            return None
+        return Outcome(value=hit[0], completion=hit[1], attempts=0)
+
+    def _remember(self, call: _Call, outcome: Outcome) -> Outcome:
+        if self.cache is not None and call.key is not None and outcome.ok:
+            self.cache.put(call.key, to_cached(outcome.value, outcome.usage))
+        return outcome
+
+
+@dataclass(frozen=True)
+class _Call:
+    """One create(): its attempt plan and what the cache needs to know about it."""
+
+    steps: Generator[Send | Sleep, Any, Outcome]
+    target: ResponseTarget
+    endpoint: str
+    key: str | None
+    context: Any
 
 
 def _raise(outcome: Outcome) -> Any:
@@ -163,9 +206,13 @@ class StructuredClient(_Base[openai.OpenAI]):
     ) -> Outcome:
         """Like :meth:`create`, but returns an :class:`Outcome` rather than raising."""
         try:
-            plan = self._plan(response_model, messages, max_retries, validation_context, kwargs)
+            call = self._plan(response_model, messages, max_retries, validation_context, kwargs)
         except InputError as e:
             return Outcome(error=e)
+        hit = self._cached(call)
+        if hit is not None:
+            return hit
+        plan = call.steps
         step = next(plan)
         while True:
             answer: Any = None
@@ -184,7 +231,7 @@ class StructuredClient(_Base[openai.OpenAI]):
             try:
                 step = plan.send(answer)
             except StopIteration as done:
-                return done.value  # type: ignore[no-any-return]
+                return self._remember(call, done.value)
 
     def close(self) -> None:
         self._openai.close()
@@ -242,9 +289,13 @@ class AsyncStructuredClient(_Base[openai.AsyncOpenAI]):
     ) -> Outcome:
         """Like :meth:`create`, but returns an :class:`Outcome` rather than raising."""
         try:
-            plan = self._plan(response_model, messages, max_retries, validation_context, kwargs)
+            call = self._plan(response_model, messages, max_retries, validation_context, kwargs)
         except InputError as e:
             return Outcome(error=e)
+        hit = self._cached(call)  # sqlite answers in microseconds: not worth a thread hop
+        if hit is not None:
+            return hit
+        plan = call.steps
         step = next(plan)
         while True:
             answer: Any = None
@@ -255,7 +306,7 @@ class AsyncStructuredClient(_Base[openai.AsyncOpenAI]):
             try:
                 step = plan.send(answer)
             except StopIteration as done:
-                return done.value  # type: ignore[no-any-return]
+                return self._remember(call, done.value)
 
     async def _attempt(self, request: dict[str, Any]) -> Any:
         limiter = self.limiter

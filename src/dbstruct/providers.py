@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import openai
 
 from dbstruct._retry import RetryPolicy
 from dbstruct.auth import Credentials, resolve_credentials
+from dbstruct.cache import ResponseCache, open_cache
 from dbstruct.client import AsyncStructuredClient, StructuredClient
 from dbstruct.errors import ConfigurationError
 from dbstruct.modes import Mode
@@ -57,6 +59,7 @@ def from_provider(
     total_timeout: float = 600.0,
     max_connections: int = 64,
     credentials: Credentials | None = None,
+    cache: ResponseCache | str | os.PathLike[str] | None = None,
     **defaults: Any,
 ) -> Any:
     """A structured client for a Databricks serving endpoint.
@@ -67,6 +70,8 @@ def from_provider(
     ``timeout`` bounds one request, ``total_timeout`` one ``create()`` with its retries and
     waits; ``max_retries`` counts attempts after the first. Other keyword arguments
     (temperature, max_tokens, ...) are defaults of every ``create()``; a per-call value wins.
+    ``cache`` (a path or a :class:`dbstruct.cache.DiskCache`) answers a request seen before
+    from disk, without sending it; see :mod:`dbstruct.cache`.
     """
     endpoint = parse_model(model)
     chosen = _mode(mode)
@@ -90,6 +95,7 @@ def from_provider(
         "credentials": creds,
         "policy": policy,
         "defaults": defaults,
+        "cache": open_cache(cache),
     }
     if async_client:
         http = openai.DefaultAsyncHttpxClient(limits=limits, timeout=timeout)

@@ -202,7 +202,6 @@ class _Widgets:
                 raise TypeError(f"widget {key!r}: widget values are strings, got {value!r}")
         self._given = dict(values)
         self._defined: dict[str, str] = {}
-        self._choices: dict[str, list[str]] = {}
 
     def text(self, name: str, defaultValue: str, label: str | None = None) -> None:
         self._define(name, defaultValue, None)
@@ -223,23 +222,11 @@ class _Widgets:
         if choices is not None and value not in choices:
             raise ValueError(f"widget {name!r}: {value!r} is not one of {choices}")
         self._defined.setdefault(name, value)  # redefining a widget keeps its value
-        if choices is not None:
-            self._choices[name] = choices
 
     def get(self, name: str) -> str:
         if name not in self._defined:
             raise KeyError(f"InputWidgetNotDefined: no widget named {name!r}")
         return self._defined[name]
-
-    def getAll(self) -> dict[str, str]:
-        return dict(self._defined)
-
-    def remove(self, name: str) -> None:
-        self.get(name)
-        del self._defined[name]
-
-    def removeAll(self) -> None:
-        self._defined.clear()
 
 
 class _Secrets:
@@ -257,7 +244,8 @@ class _Library:
         self.restarts = 0
 
     def restartPython(self) -> None:
-        # The runner installs nothing (%pip cells are skipped): a restart has nothing to reload.
+        # Counted; run_notebook then forgets the cells' variables, as a new Python process
+        # would (widgets and the Spark session survive a restart on Databricks too).
         self.restarts += 1
 
 
@@ -325,12 +313,14 @@ def run_notebook(
         "dbutils": dbutils,
         "display": display,
     }
+    fresh = dict(namespace)
     run = NotebookRun(path.name, cells, namespace, display.shown)
     with _databricks_driver(dbutils, path.resolve().parent):
         for cell in cells:
             if cell.kind in skip:
                 continue
             display.cell = cell.number
+            restarts = dbutils.library.restarts
             out = io.StringIO()
             try:
                 with contextlib.redirect_stdout(out):
@@ -342,6 +332,9 @@ def run_notebook(
                 ) from e
             finally:
                 run.stdout[cell.number] = out.getvalue()
+            if dbutils.library.restarts != restarts:
+                namespace.clear()
+                namespace.update(fresh)
     return run
 
 

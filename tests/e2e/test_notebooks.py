@@ -152,6 +152,15 @@ def test_a_failing_cell_names_notebook_cell_and_first_line(tmp_path: Path) -> No
     assert not hasattr(sys.modules["__main__"], "dbutils")
 
 
+def test_restarting_python_forgets_variables(tmp_path: Path) -> None:
+    path = tmp_path / "restart.py"
+    cells = ["x = 1", "dbutils.library.restartPython()", "print(x)"]
+    path.write_text("# Databricks notebook source\n" + "\n# COMMAND ----------\n".join(cells))
+    dbutils = FakeDbutils(api_url="http://127.0.0.1:9", api_token=new_token())
+    with pytest.raises(NotebookError, match=r"restart.py, cell 3 \('print\(x\)'\).*NameError"):
+        run_notebook(path, spark=None, dbutils=dbutils)
+
+
 def test_widgets_take_given_values_over_defaults() -> None:
     dbutils = FakeDbutils(api_url="http://x", api_token="t", widgets={"a": "given"})
     dbutils.widgets.text("a", "default")
@@ -162,6 +171,10 @@ def test_widgets_take_given_values_over_defaults() -> None:
     bad = FakeDbutils(api_url="http://x", api_token="t", widgets={"b": "medium"})
     with pytest.raises(ValueError, match="not one of"):
         bad.widgets.dropdown("b", "low", ["low", "high"])
+    secret = FakeDbutils(api_url="http://x", api_token="t", secrets={("s", "k"): "v"}).secrets
+    assert secret.get("s", "k") == "v"
+    with pytest.raises(KeyError, match="secret does not exist"):
+        secret.get("s", "other")
 
 
 # ------------------------------------------------------------------ 01 quickstart

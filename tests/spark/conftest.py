@@ -42,9 +42,15 @@ def _free_port() -> int:
 
 
 def _builder() -> Any:
+    import tempfile
+
     from pyspark.sql import SparkSession
 
-    builder = SparkSession.builder.appName("dbstruct-tests")
+    # tables written by tests go to a temporary warehouse, not ./spark-warehouse
+    warehouse = tempfile.mkdtemp(prefix="dbstruct-warehouse-")
+    builder = SparkSession.builder.appName("dbstruct-tests").config(
+        "spark.sql.warehouse.dir", warehouse
+    )
     for key, value in _CONF.items():
         builder = builder.config(key, value)
     return builder

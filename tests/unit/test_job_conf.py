@@ -168,6 +168,7 @@ def test_a_file_that_is_not_a_mapping_or_not_there(tmp_path: Path) -> None:
         ({"credentials": {"host": "https://h", "token": PAT}}, "credentials.token"),
         ({"credentials": {"token": "not-a-pat-but-literal"}}, "credentials.token"),
         ({"options": {"api_key": "abc123"}}, "options.api_key"),
+        ({"source.options": {"password": "hunter2"}}, "source.options.password"),
         ({"prompt": f"Use {PAT} to triage {{body}}"}, "prompt"),
     ],
 )
@@ -176,6 +177,7 @@ def test_a_secret_written_inline_is_refused(change: dict[str, Any], where: str) 
     assert message.startswith(f"conf/x.yml: {where}: ")
     assert "use a reference instead, e.g. '{{secrets/<scope>/<key>}}'" in message
     assert PAT not in message and "not-a-pat-but-literal" not in message
+    assert "hunter2" not in message
 
 
 def test_an_inline_token_given_with_set_is_refused_too(tmp_path: Path) -> None:
@@ -187,7 +189,9 @@ def test_an_inline_token_given_with_set_is_refused_too(tmp_path: Path) -> None:
 
 def test_references_are_accepted_and_not_resolved_when_loading() -> None:
     creds = {"host": "https://{{env:WS}}.cloud.databricks.com", "token": "{{secrets/s/tok}}"}
-    conf = parse_config(with_({"credentials": creds}))
+    options = {"password": "{{secrets/db/pw}}"}
+    conf = parse_config(with_({"credentials": creds, "source.options": options}))
+    assert conf.source.options == options
     assert conf.credentials is not None and conf.credentials.token == "{{secrets/s/tok}}"
     assert inline_secret_errors({"a": {"token": "{{ env:T }}"}}) == []
 

@@ -51,7 +51,7 @@ def configured_credentials(
 ) -> Credentials:
     """Credentials from a job file's ``credentials:`` section, references resolved."""
     if conf is None:
-        return resolve_credentials(environ=environ)
+        return resolve_credentials(environ=environ, dbutils=dbutils)
 
     def value(key: str) -> str | None:
         raw = getattr(conf, key)

@@ -47,8 +47,13 @@ def read_sample(spark: SparkSession, name: str) -> DataFrame:
     return df
 
 
-def read_source(spark: SparkSession, conf: SourceConfig) -> DataFrame:
-    """The source's id, text and kept columns: filtered, one row per non-null id."""
+def read_source(
+    spark: SparkSession, conf: SourceConfig, options: dict[str, str] | None = None
+) -> DataFrame:
+    """The source's id, text and kept columns: filtered, one row per non-null id.
+
+    ``options`` replaces ``conf.options`` (the reader options with references resolved).
+    """
     from pyspark.sql import functions as F
 
     if conf.sample is not None:
@@ -56,7 +61,7 @@ def read_source(spark: SparkSession, conf: SourceConfig) -> DataFrame:
     elif conf.table is not None:
         df = spark.read.table(conf.table)
     else:
-        options = dict(conf.options)
+        options = dict(conf.options if options is None else options)
         if conf.format == "csv":
             options.setdefault("header", "true")
         df = spark.read.format(conf.format or "parquet").options(**options).load(conf.path)

@@ -31,7 +31,7 @@ which makes up schema-valid values: the pipeline is real, the extractions are no
 _REAL_WORKSPACE = """\
 To run this job against a real workspace:
   export DATABRICKS_HOST=https://<your-workspace>  DATABRICKS_TOKEN=<a token>
-  dbstruct run conf/demo.yml --set emulator=false --set model=databricks/<your-endpoint>"""
+  dbstruct run {conf}--set emulator=false --set model=databricks/<your-endpoint>"""
 
 
 def demo_conf_path() -> str:
@@ -95,7 +95,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "(--set target.mode=overwrite starts over)."
         )
     if conf.emulator is not None:
-        print("\n" + _REAL_WORKSPACE)
+        print("\n" + _REAL_WORKSPACE.format(conf=f"{args.conf} " if args.conf else ""))
     if summary.exit_code:
         print(
             f"dbstruct run: error rate {summary.error_rate:.2%} is over max_error_rate "

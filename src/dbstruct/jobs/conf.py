@@ -7,7 +7,10 @@ naming the file, the key and what was expected::
 
     conf/x.yml: source.table: expected catalog.schema.table, got 'foo'
 
-See ``conf/demo.yml`` and ``conf/tickets.yml`` for every key with comments.
+See ``conf/demo.yml`` and ``conf/tickets.yml`` for every key with comments. Secrets are
+written as references, ``{{secrets/<scope>/<key>}}`` or ``{{env:VAR}}``, and resolved at
+run time in ``credentials`` and ``source.options`` (:mod:`dbstruct.jobs._secrets`); a
+token written inline is refused.
 """
 
 from __future__ import annotations
@@ -88,6 +91,13 @@ class SourceConfig(_Section):
     limit: int | None = Field(default=None, ge=1)
 
     _check_table = field_validator("table")(_table_name)
+
+    @field_validator("options")
+    @classmethod
+    def _option_references(cls, value: dict[str, str]) -> dict[str, str]:
+        for text in value.values():
+            check_reference_syntax(text)
+        return value
 
     @field_validator("text_columns", mode="before")
     @classmethod

@@ -26,6 +26,7 @@ from dbstruct.errors import ConfigurationError
 from dbstruct.jobs._credentials import job_credentials
 from dbstruct.jobs._io import read_source
 from dbstruct.jobs._progress import ChunkStats, JobSummary, Progress
+from dbstruct.jobs._secrets import resolve_references
 from dbstruct.jobs._targets import Target, batch_name, open_target
 from dbstruct.jobs.conf import STATUS_COLUMNS, JobConfig
 
@@ -65,7 +66,13 @@ def run_job(
         )
     with job_credentials(conf, credentials, dbutils=dbutils, environ=environ) as creds:
         udf = _build_udf(conf, creds)
-        source = read_source(spark, conf.source)
+        options = {
+            key: resolve_references(
+                value, f"source.options.{key}", dbutils=dbutils, environ=environ
+            )
+            for key, value in conf.source.options.items()
+        }
+        source = read_source(spark, conf.source, options)
         empty = shape_output(source.limit(0), udf, conf, batch_name(0, 0))
         pending, source_rows = _prepare(conf, target, source, empty)
         run = target.next_run()
