@@ -78,6 +78,7 @@ def session(workers: int, batch_rows: int) -> SparkSession:
         .config("spark.sql.execution.arrow.pyspark.enabled", "true")
         .config("spark.sql.execution.arrow.maxRecordsPerBatch", str(batch_rows))
         .config("spark.python.worker.reuse", "true")
+        .config("spark.ui.showConsoleProgress", "false")
         .getOrCreate()
     )
 
@@ -131,72 +132,133 @@ def main() -> None:
     parser.add_argument("--naive-seconds", type=float, default=15.0)
     parser.add_argument("--batch-rows", type=int, default=1000, help="Arrow batch size")
     args = parser.parse_args()
-    w, c, lat = args.workers, args.concurrency, args.latency
-    limit = w * c / lat
-    rows = int(limit * args.seconds) // w * w
-    naive_rows = max(w, int(w / lat * args.naive_seconds) // w * w)
+    report(
+        measure(
+            args.latency,
+            args.concurrency,
+            args.workers,
+            args.seconds,
+            args.naive_seconds,
+            args.batch_rows,
+        )
+    )
 
-    spark = session(w, args.batch_rows)
+
+def measure(
+    latency: float = 0.5,
+    concurrency: int = 32,
+    workers: int = 2,
+    seconds: float = 60.0,
+    naive_seconds: float = 15.0,
+    batch_rows: int = 1000,
+) -> dict[str, Any]:
+    """The three runs side by side in one fresh local session; the session is stopped after.
+
+    Returns the settings, ``runs`` (name, rows, seconds, rows/s, share of the limit) and the
+    three figures the targets are about: ``fixed_share``, ``tail_share`` and ``speedup``.
+    """
+    w, c, lat = workers, concurrency, latency
+    limit = w * c / lat
+    rows = int(limit * seconds) // w * w
+    naive_rows = max(w, int(w / lat * naive_seconds) // w * w)
+
+    spark = session(w, batch_rows)
     emu = Emulator.spawn(token="dapi-bench", latency=lat, seed=1)
     try:
-        udf = structured_udf(
-            User, ENDPOINT, PROMPT, concurrency=c, base_url=emu.base_url, api_key=emu.token
-        )
-        naive = naive_udf(emu.base_url, emu.token)
-        runs: list[Run] = []
-
-        timed(texts(spark, 4 * w * c, w, "warm"), udf("text"))  # start workers and clients
-        emu.reset()
-        runs.append(
-            Run(
-                "structured_udf, fixed latency",
-                rows,
-                timed(texts(spark, rows, w, "a"), udf("text")),
-                limit,
-            )
-        )
-
-        emu.configure(tail=0.01, tail_factor=10.0)
-        runs.append(
-            Run(
-                "structured_udf, 1% at 10x latency",
-                rows,
-                timed(texts(spark, rows, w, "b"), udf("text")),
-                limit,
-            )
-        )
-        emu.configure(tail=0.0)
-
-        timed(texts(spark, w, w, "warm2"), naive("text"))
-        runs.append(
-            Run(
-                "naive row-at-a-time, sync client",
-                naive_rows,
-                timed(texts(spark, naive_rows, w, "c"), naive("text")),
-                limit,
-            )
-        )
-        report(runs, args, emu.stats().max_in_flight)
+        runs = _runs(spark, emu, w, c, rows, naive_rows, limit)
+        max_in_flight = emu.stats().max_in_flight
     finally:
         emu.stop()
         spark.stop()
+    fixed, tail, naive = runs
+    return {
+        "latency": lat,
+        "concurrency": c,
+        "workers": w,
+        "batch_rows": batch_rows,
+        "limit": limit,
+        "naive_limit": w / lat,
+        "max_in_flight": max_in_flight,
+        "runs": [
+            {
+                "name": r.name,
+                "rows": r.rows,
+                "seconds": r.seconds,
+                "rate": r.rate,
+                "share": r.rate / r.limit,
+            }
+            for r in runs
+        ],
+        "fixed_rate": fixed.rate,
+        "fixed_share": fixed.rate / fixed.limit,
+        "tail_rate": tail.rate,
+        "tail_share": tail.rate / tail.limit,
+        "naive_rate": naive.rate,
+        "speedup": fixed.rate / naive.rate,
+    }
 
 
-def report(runs: list[Run], args: argparse.Namespace, max_in_flight: int) -> None:
-    w, c, lat = args.workers, args.concurrency, args.latency
+def _runs(
+    spark: SparkSession, emu: Emulator, w: int, c: int, rows: int, naive_rows: int, limit: float
+) -> list[Run]:
+    udf = structured_udf(
+        User, ENDPOINT, PROMPT, concurrency=c, base_url=emu.base_url, api_key=emu.token
+    )
+    naive = naive_udf(emu.base_url, emu.token)
+    runs: list[Run] = []
+
+    timed(texts(spark, 4 * w * c, w, "warm"), udf("text"))  # start workers and clients
+    emu.reset()
+    runs.append(
+        Run(
+            "structured_udf, fixed latency",
+            rows,
+            timed(texts(spark, rows, w, "a"), udf("text")),
+            limit,
+        )
+    )
+
+    emu.configure(tail=0.01, tail_factor=10.0)
+    runs.append(
+        Run(
+            "structured_udf, 1% at 10x latency",
+            rows,
+            timed(texts(spark, rows, w, "b"), udf("text")),
+            limit,
+        )
+    )
+    emu.configure(tail=0.0)
+
+    timed(texts(spark, w, w, "warm2"), naive("text"))
+    runs.append(
+        Run(
+            "naive row-at-a-time, sync client",
+            naive_rows,
+            timed(texts(spark, naive_rows, w, "c"), naive("text")),
+            limit,
+        )
+    )
+    return runs
+
+
+def report(result: dict[str, Any]) -> None:
+    w, c, lat = result["workers"], result["concurrency"], result["latency"]
     print(
-        f"\nworkers={w} concurrency={c} latency={lat}s batch_rows={args.batch_rows} "
-        f"limit = {w}x{c}/{lat} = {w * c / lat:.0f} rows/s  (cpus: {os.cpu_count()})"
+        f"\nworkers={w} concurrency={c} latency={lat}s batch_rows={result['batch_rows']} "
+        f"limit = {w}x{c}/{lat} = {result['limit']:.0f} rows/s  (cpus: {os.cpu_count()})"
     )
     print(f"{'run':<38}{'rows':>7}{'seconds':>9}{'rows/s':>9}{'of limit':>10}")
-    for run in runs:
-        share = run.rate / run.limit
-        print(f"{run.name:<38}{run.rows:>7}{run.seconds:>9.1f}{run.rate:>9.1f}{share:>10.1%}")
-    fixed, tail, naive = runs
-    print(f"\nfixed latency: {fixed.rate / fixed.limit:.1%} of the limit (target >= 90%)")
-    print(f"with slow tail: {tail.rate / tail.limit:.1%} of the limit (target >= 80%)")
-    speedup = fixed.rate / naive.rate
-    print(f"vs naive: {speedup:.1f}x (target >= 20x; naive limit {w / lat:.0f} rows/s)")
+    for run in result["runs"]:
+        print(
+            f"{run['name']:<38}{run['rows']:>7}{run['seconds']:>9.1f}{run['rate']:>9.1f}"
+            f"{run['share']:>10.1%}"
+        )
+    print(f"\nfixed latency: {result['fixed_share']:.1%} of the limit (target >= 90%)")
+    print(f"with slow tail: {result['tail_share']:.1%} of the limit (target >= 80%)")
+    print(
+        f"vs naive: {result['speedup']:.1f}x (target >= 20x; "
+        f"naive limit {result['naive_limit']:.0f} rows/s)"
+    )
 
 
 if __name__ == "__main__":

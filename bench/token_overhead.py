@@ -257,21 +257,43 @@ def print_table(rows: list[dict[str, Any]]) -> bool:
         )
     print()
     print(f"{'mode':<16} {'dbstruct':>8} {'instructor':>10} {'ratio':>6} {'target':>7}")
-    for mode in MODES:
-        ours = sum(r["ours"] for r in rows if r["mode"] is mode)
-        theirs_all = [r["theirs"] for r in rows if r["mode"] is mode]
-        if None in theirs_all:
-            print(f"{mode.name:<16} {ours:>8} {'n/a':>10}")
+    for name, total in mode_totals(rows).items():
+        if total["theirs"] is None:
+            print(f"{name:<16} {total['ours']:>8} {'n/a':>10}")
             continue
-        theirs = sum(theirs_all)
-        ratio = ours / theirs
-        target = TARGETS.get(mode)
-        ok = target is None or ratio <= target
+        target, ok = total["target"], total["ok"]
         met = met and ok
         shown = f"<= {target:.2f}" if target is not None else ""
         flag = "" if ok else "MISSED"
-        print(f"{mode.name:<16} {ours:>8} {theirs:>10} {ratio:>6.2f} {shown:>7} {flag}")
+        print(
+            f"{name:<16} {total['ours']:>8} {total['theirs']:>10} {total['ratio']:>6.2f} "
+            f"{shown:>7} {flag}"
+        )
     return met
+
+
+def mode_totals(rows: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Per mode, tokens added summed over the models: ours, theirs (None without instructor),
+    their ratio, the target (None where there is none) and whether it is met."""
+    totals: dict[str, dict[str, Any]] = {}
+    for mode in MODES:
+        ours = sum(r["ours"] for r in rows if r["mode"] is mode)
+        theirs_all = [r["theirs"] for r in rows if r["mode"] is mode]
+        target = TARGETS.get(mode)
+        total: dict[str, Any] = {
+            "ours": ours,
+            "theirs": None,
+            "ratio": None,
+            "target": target,
+            "ok": None,
+            "models": len(theirs_all),
+        }
+        if None not in theirs_all:
+            total["theirs"] = sum(theirs_all)
+            total["ratio"] = ours / total["theirs"]
+            total["ok"] = target is None or total["ratio"] <= target
+        totals[mode.name] = total
+    return totals
 
 
 def main() -> None:

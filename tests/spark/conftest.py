@@ -56,16 +56,23 @@ def _builder() -> Any:
     return builder
 
 
+def _connect_server_bundled() -> bool:
+    """pyspark 4 ships the Spark Connect server jar; pyspark 3.5 fetches it from Maven."""
+    from pathlib import Path
+
+    jars = Path(pyspark.__file__).parent / "jars"
+    return any(jars.glob("spark-connect_*.jar"))
+
+
 @pytest.fixture(scope="session")
 def classic_spark() -> Iterator[Any]:
-    # The Spark Connect plugin serves the same JVM to Connect clients (see connect_spark).
-    session = (
-        _builder()
-        .master("local[2]")
-        .config("spark.plugins", "org.apache.spark.sql.connect.SparkConnectPlugin")
-        .config("spark.connect.grpc.binding.port", str(_free_port()))
-        .getOrCreate()
-    )
+    builder = _builder().master("local[2]")
+    if _connect_server_bundled():
+        # The Spark Connect plugin serves the same JVM to Connect clients (see connect_spark).
+        builder = builder.config(
+            "spark.plugins", "org.apache.spark.sql.connect.SparkConnectPlugin"
+        ).config("spark.connect.grpc.binding.port", str(_free_port()))
+    session = builder.getOrCreate()
     yield session
 
 
@@ -75,6 +82,8 @@ def connect_spark(classic_spark: Any) -> Iterator[Any]:
     # classic session's JVM runs the Connect server and this session talks to it over gRPC,
     # as a Databricks serverless client does.
     pytest.importorskip("grpc")
+    if not _connect_server_bundled():
+        pytest.skip("this pyspark does not bundle the Spark Connect server (no Maven here)")
     from pyspark.sql.connect.session import SparkSession as ConnectSession
 
     port = classic_spark.conf.get("spark.connect.grpc.binding.port")

@@ -35,7 +35,12 @@ STATUS_FIELDS = ("value", "error", "attempts", "prompt_tokens", "completion_toke
 
 
 def return_type(value_type: StructType, include_status: bool) -> StructType:
-    """The UDF's Spark return type for a model whose struct is ``value_type``."""
+    """The UDF's Spark return type for a model whose struct is ``value_type``.
+
+    Field comments (metadata) are left out: pyspark 3.5's Arrow path drops them from what the
+    worker returns and then fails its schema check ("Invalid schema from pandas_udf").
+    """
+    value_type = _without_metadata(value_type)
     if not include_status:
         return value_type
     from pyspark.sql.types import (
@@ -57,6 +62,21 @@ def return_type(value_type: StructType, include_status: bool) -> StructType:
             StructField("latency_ms", DoubleType(), True),
         ]
     )
+
+
+def _without_metadata(struct: StructType) -> StructType:
+    from pyspark.sql.types import StructType
+
+    def strip(node: Any) -> Any:
+        if isinstance(node, dict):
+            return {k: strip(v) for k, v in node.items() if k != "metadata"} | (
+                {"metadata": {}} if "metadata" in node else {}
+            )
+        if isinstance(node, list):
+            return [strip(v) for v in node]
+        return node
+
+    return StructType.fromJson(strip(struct.jsonValue()))
 
 
 def frame(
