@@ -120,6 +120,21 @@ class _Base(Generic[C]):
         key = cache_key(self.mode, request) if self.cache is not None else None
         return _Call(steps, target, endpoint, key, validation_context)
 
+    def _begin(
+        self,
+        response_model: Any,
+        messages: Sequence[Message],
+        max_retries: int | None,
+        validation_context: Any,
+        kwargs: dict[str, Any],
+    ) -> _Call | Outcome:
+        """The call to run, or its outcome already: a cache hit or a request too large."""
+        try:
+            call = self._plan(response_model, messages, max_retries, validation_context, kwargs)
+        except InputError as e:
+            return Outcome(error=e)
+        return self._cached(call) or call
+
     def _cached(self, call: _Call) -> Outcome | None:
         """The outcome of a cache hit (no request, ``attempts == 0``, no usage), or None."""
         if self.cache is None or call.key is None:
@@ -205,33 +220,29 @@ class StructuredClient(_Base[openai.OpenAI]):
         **kwargs: Any,
     ) -> Outcome:
         """Like :meth:`create`, but returns an :class:`Outcome` rather than raising."""
-        try:
-            call = self._plan(response_model, messages, max_retries, validation_context, kwargs)
-        except InputError as e:
-            return Outcome(error=e)
-        hit = self._cached(call)
-        if hit is not None:
-            return hit
-        plan = call.steps
-        step = next(plan)
+        call = self._begin(response_model, messages, max_retries, validation_context, kwargs)
+        if isinstance(call, Outcome):
+            return call
+        step = next(call.steps)
         while True:
             answer: Any = None
             if isinstance(step, Sleep):
                 time.sleep(step.seconds)
             else:
-                try:
-                    headers = self.credentials.headers()
-                    answer = self._openai.chat.completions.create(
-                        **step.request, extra_headers=headers
-                    )
-                except openai.APIError as e:
-                    answer = translate(e, step.request["model"], self.credentials)
-                except DbstructError as e:  # a token refresh that failed
-                    answer = e
+                answer = self._attempt(step.request)
             try:
-                step = plan.send(answer)
+                step = call.steps.send(answer)
             except StopIteration as done:
                 return self._remember(call, done.value)
+
+    def _attempt(self, request: dict[str, Any]) -> Any:
+        try:
+            headers = self.credentials.headers()
+            return self._openai.chat.completions.create(**request, extra_headers=headers)
+        except openai.APIError as e:
+            return translate(e, request["model"], self.credentials)
+        except DbstructError as e:  # a token refresh that failed
+            return e
 
     def close(self) -> None:
         self._openai.close()
@@ -288,15 +299,11 @@ class AsyncStructuredClient(_Base[openai.AsyncOpenAI]):
         **kwargs: Any,
     ) -> Outcome:
         """Like :meth:`create`, but returns an :class:`Outcome` rather than raising."""
-        try:
-            call = self._plan(response_model, messages, max_retries, validation_context, kwargs)
-        except InputError as e:
-            return Outcome(error=e)
-        hit = self._cached(call)  # sqlite answers in microseconds: not worth a thread hop
-        if hit is not None:
-            return hit
-        plan = call.steps
-        step = next(plan)
+        # the cache lookup stays on the loop: sqlite answers in microseconds
+        call = self._begin(response_model, messages, max_retries, validation_context, kwargs)
+        if isinstance(call, Outcome):
+            return call
+        step = next(call.steps)
         while True:
             answer: Any = None
             if isinstance(step, Sleep):
@@ -304,7 +311,7 @@ class AsyncStructuredClient(_Base[openai.AsyncOpenAI]):
             else:
                 answer = await self._attempt(step.request)
             try:
-                step = plan.send(answer)
+                step = call.steps.send(answer)
             except StopIteration as done:
                 return self._remember(call, done.value)
 
