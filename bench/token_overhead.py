@@ -96,9 +96,7 @@ class Claim(BaseModel):
 
     policy_number: str = Field(description="Policy number as written, e.g. NL-4411-22")
     incident_date: dt.date = Field(description="Day the damage happened")
-    kind: Literal["water", "fire", "theft", "storm", "other"] = Field(
-        description="Kind of damage"
-    )
+    kind: Literal["water", "fire", "theft", "storm", "other"] = Field(description="Kind of damage")
     amount_eur: float | None = Field(None, description="Amount claimed in euros, if stated")
     injured: bool = Field(description="True if anyone was hurt")
 
@@ -211,9 +209,7 @@ def has_instructor() -> bool:
 def descriptions_sent(body: dict[str, Any]) -> bool:
     """Claim's field descriptions must reach the endpoint, in whatever part carries the schema."""
     text = serialise(body)
-    return all(
-        f.description is None or f.description in text for f in Claim.model_fields.values()
-    )
+    return all(f.description is None or f.description in text for f in Claim.model_fields.values())
 
 
 def measure(emu: Emulator, count: Callable[[str], int]) -> list[dict[str, Any]]:

@@ -192,9 +192,7 @@ def one_size(emu: Emulator, rows: int, workers: int, concurrency: int) -> dict[s
         "seconds": seconds,
         "peak_kb": max(peaks.values(), default=0),
         "worker_peaks_kb": peaks,
-        "daemon_peak_kb": max(
-            (kb for p, kb in sampler.peaks.items() if p not in peaks), default=0
-        ),
+        "daemon_peak_kb": max((kb for p, kb in sampler.peaks.items() if p not in peaks), default=0),
         "probe": probed,
         "probe_on_same_pids": all(pid in peaks for pid, _ in probed),
     }

@@ -108,7 +108,7 @@ def schema_violations(
         return ["$: the schema must be a JSON object"]
     # Docs silent on non-object roots; function parameters are objects (chosen).
     if schema.get("type") != "object":
-        found.append("$: the root schema must have \"type\": \"object\"")
+        found.append('$: the root schema must have "type": "object"')
     for path, node in _nodes(schema, "$"):
         found.extend(_node_violations(node, path, strict))
     keys = count_keys(schema)
@@ -194,8 +194,8 @@ def _type_violations(node: dict[str, Any], path: str) -> list[str]:
         ):
             return []
         return [
-            f"{path}: type list {json.dumps(kind)} is not supported: only [type, \"null\"] "
-            "with one JSON type and \"null\" is accepted"
+            f'{path}: type list {json.dumps(kind)} is not supported: only [type, "null"] '
+            'with one JSON type and "null" is accepted'
         ]
     return [f"{path}: 'type' must be a type name or [type, \"null\"]"]
 
@@ -207,9 +207,7 @@ def _shape_violations(node: dict[str, Any], path: str) -> list[str]:
     if "properties" in node and not isinstance(props, dict):
         found.append(f"{path}: 'properties' must be an object of schemas")
     req = node.get("required")
-    if "required" in node and not (
-        isinstance(req, list) and all(isinstance(r, str) for r in req)
-    ):
+    if "required" in node and not (isinstance(req, list) and all(isinstance(r, str) for r in req)):
         found.append(f"{path}: 'required' must be a list of property names")
     if isinstance(node.get("items"), list):
         # Draft-4 tuple form: the same positional typing as prefixItems [FC].
@@ -221,17 +219,16 @@ def _shape_violations(node: dict[str, Any], path: str) -> list[str]:
 
 def _strict_violations(node: dict[str, Any], path: str) -> list[str]:
     """[OA]: what ``strict: true`` adds."""
-    found = [f"{path}: strict mode does not support {k!r}" for k in _STRICT_UNSUPPORTED
-             if k in node]
+    found = [
+        f"{path}: strict mode does not support {k!r}" for k in _STRICT_UNSUPPORTED if k in node
+    ]
     kind = node.get("type")
     kinds = kind if isinstance(kind, list) else [kind]
     if "type" not in node:
         found.append(f"{path}: strict mode needs a 'type' on every schema")
     if "object" in kinds:
         if node.get("additionalProperties") is not False:
-            found.append(
-                f"{path}: strict mode needs \"additionalProperties\": false on every object"
-            )
+            found.append(f'{path}: strict mode needs "additionalProperties": false on every object')
         props = node.get("properties")
         names = list(props) if isinstance(props, dict) else []
         listed = node.get("required")
@@ -242,7 +239,7 @@ def _strict_violations(node: dict[str, Any], path: str) -> list[str]:
                 f"{path}: strict mode needs every property in 'required'; missing {missing}"
             )
     elif isinstance(node.get("additionalProperties"), dict):
-        found.append(f"{path}: strict mode needs \"additionalProperties\": false")
+        found.append(f'{path}: strict mode needs "additionalProperties": false')
     fmt = node.get("format")
     if fmt is not None and fmt not in STRICT_FORMATS:
         found.append(f"{path}: strict mode does not accept format {fmt!r}")

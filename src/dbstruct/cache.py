@@ -103,9 +103,7 @@ def to_cached(value: Any, usage: Usage) -> CachedAnswer:
     parallel = isinstance(value, list)
     values: list[BaseModel] = value if parallel else [value]
     # by alias: what validation accepts back, whatever populate_by_name says
-    items = tuple(
-        (compile_schema(type(v)).name, v.model_dump_json(by_alias=True)) for v in values
-    )
+    items = tuple((compile_schema(type(v)).name, v.model_dump_json(by_alias=True)) for v in values)
     return CachedAnswer(items, parallel, usage.prompt_tokens, usage.completion_tokens)
 
 
@@ -236,10 +234,14 @@ class DiskCache:
     def get(self, key: str) -> CachedAnswer | None:
         try:
             with self._lock:
-                row = self._connection().execute(
-                    "SELECT answer, prompt_tokens, completion_tokens FROM answers WHERE key = ?",
-                    (key,),
-                ).fetchone()
+                row = (
+                    self._connection()
+                    .execute(
+                        "SELECT answer, prompt_tokens, completion_tokens FROM answers WHERE key = ?",
+                        (key,),
+                    )
+                    .fetchone()
+                )
         except sqlite3.Error as e:
             log.warning("dbstruct cache %s: read failed, treated as a miss: %s", self.path, e)
             return None

@@ -193,9 +193,7 @@ def compile_schema(model: type[BaseModel], *, strict: bool = False) -> CompiledS
 @functools.lru_cache(maxsize=_CACHE_SIZE)
 def _compile_cached(model: type[BaseModel], strict: bool) -> CompiledSchema:
     try:
-        raw = model.model_json_schema(
-            by_alias=True, mode="validation", schema_generator=_Generator
-        )
+        raw = model.model_json_schema(by_alias=True, mode="validation", schema_generator=_Generator)
     except PydanticUserError as e:
         raise SchemaError(f"{model.__name__}: {e}", model=model.__name__) from e
     ctx = _Ctx(model=model.__name__, defs=raw.get("$defs", {}), strict=strict)
@@ -236,8 +234,11 @@ class _Generator(GenerateJsonSchema):
 
         js = self.float_schema(
             core_schema.float_schema(
-                multiple_of=num("multiple_of"), le=num("le"), ge=num("ge"),
-                lt=num("lt"), gt=num("gt"),
+                multiple_of=num("multiple_of"),
+                le=num("le"),
+                ge=num("ge"),
+                lt=num("lt"),
+                gt=num("gt"),
             )
         )
         # Private keys, read back by _number_hints and never emitted.
@@ -264,7 +265,8 @@ class _Ctx:
         inner = f" (in {self.stack[-1]})" if self.stack and self.stack[-1] != self.model else ""
         return SchemaError(
             f"cannot compile {self.model}: {where}{inner} {why}",
-            model=self.model, field=self.field,
+            model=self.model,
+            field=self.field,
         )
 
 
@@ -446,9 +448,7 @@ def _compile_array(node: dict[str, Any], ctx: _Ctx) -> tuple[dict[str, Any], _Pl
     return schema, (_ArrayPlan(plan) if plan is not None else None)
 
 
-def _tuple_items(
-    prefix: list[Any], rest: Any, ctx: _Ctx
-) -> tuple[dict[str, Any], _Plan | None]:
+def _tuple_items(prefix: list[Any], rest: Any, ctx: _Ctx) -> tuple[dict[str, Any], _Plan | None]:
     """Fixed-position items (prefixItems is unsupported): one schema if they agree."""
     parts = [_compile(p, ctx) for p in prefix]
     if isinstance(rest, dict) and rest:

@@ -35,7 +35,9 @@ SAMPLES: dict[str, dict[str, Any]] = {
     "Customer": {"name": "Ada", "email": None, "address": ADDRESS},
     "LineItem": {"sku": "ABC-1234", "quantity": 2, "unit_price": "9.99"},
     "Order": {
-        "order_id": UUID, "placed_on": "2024-05-31", "shipped_at": "2024-06-01T08:00:00Z",
+        "order_id": UUID,
+        "placed_on": "2024-05-31",
+        "shipped_at": "2024-06-01T08:00:00Z",
         "items": [{"sku": "ABC-1234", "quantity": 1, "unit_price": "10.50"}],
         "customer": {"name": "Ada", "email": "ada@example.com", "address": ADDRESS},
     },
@@ -49,13 +51,18 @@ SAMPLES: dict[str, dict[str, Any]] = {
     "Timestamps": {"created": "2024-05-31T14:30:00+02:00", "due": "2024-06-30", "duration": 1.5},
     "Money": {"amount": "12.34", "currency": "EUR"},
     "Invoice": {
-        "invoice_number": "INV-1", "total": {"amount": "3.00", "currency": "USD"},
+        "invoice_number": "INV-1",
+        "total": {"amount": "3.00", "currency": "USD"},
         "lines": [{"amount": "1.00", "currency": "USD"}, {"amount": "2.00", "currency": "USD"}],
         "paid": True,
     },
     "Entities": {"entities": [ENTITY]},
-    "Contract": {"parties": ["A", "B"], "effective_date": "2024-01-01", "auto_renews": True,
-                 "termination_notice_days": 30},
+    "Contract": {
+        "parties": ["A", "B"],
+        "effective_date": "2024-01-01",
+        "auto_renews": True,
+        "termination_notice_days": 30,
+    },
     "Links": {"homepage": "https://example.com/", "docs": None, "ids": [UUID]},
     "Sets": {"labels": ["a", "b"], "pair": [1, 2], "many": ["x", "y", "z"]},
     "Defaults": {"language": "nl", "flags": [True]},
@@ -125,8 +132,9 @@ def test_corpus_compiles_to_an_accepted_schema(model: type[BaseModel], strict: b
     assert schema_violations(compiled.parameters, strict=strict) == []
     jsonschema.Draft202012Validator.check_schema(compiled.parameters)
     assert compiled.parameters["type"] == "object"
-    assert compiled.json == json.dumps(compiled.parameters, separators=(",", ":"),
-                                       ensure_ascii=False)
+    assert compiled.json == json.dumps(
+        compiled.parameters, separators=(",", ":"), ensure_ascii=False
+    )
     assert NAME.match(compiled.name)
     assert compiled.strict is strict
 
@@ -139,8 +147,15 @@ def test_compiled_schema_accepts_real_answers(model: type[BaseModel], strict: bo
 
 @pytest.mark.parametrize("model", CORPUS, ids=ids(CORPUS))
 def test_only_the_supported_core_keywords_are_emitted(model: type[BaseModel]) -> None:
-    allowed = {"type", "description", "enum", "properties", "required",
-               "additionalProperties", "items"}
+    allowed = {
+        "type",
+        "description",
+        "enum",
+        "properties",
+        "required",
+        "additionalProperties",
+        "items",
+    }
     for strict in (False, True):
         for node in schema_nodes(compile_schema(model, strict=strict).parameters):
             assert set(node) <= allowed, node
@@ -171,7 +186,9 @@ def test_nested_models_and_enums_are_inlined() -> None:
     address = prop(corpus.Customer, "address")
     assert address["type"] == "object" and address["required"] == ["street", "city"]
     assert prop(corpus.Review, "sentiment") == {
-        "type": "string", "enum": ["positive", "neutral", "negative"]}
+        "type": "string",
+        "enum": ["positive", "neutral", "negative"],
+    }
     assert prop(corpus.Ticket, "priority") == {"type": "integer", "enum": [1, 2, 3]}
     assert prop(corpus.EnumList, "priorities")["additionalProperties"]["enum"] == [1, 2, 3]
     groups = prop(corpus.DeepList, "groups")
@@ -183,7 +200,9 @@ def test_nested_models_and_enums_are_inlined() -> None:
 def test_optional_becomes_a_type_and_null_pair() -> None:
     assert prop(corpus.OptionalEverything, "a") == {"type": ["integer", "null"]}
     assert prop(corpus.OptionalEverything, "d") == {
-        "type": ["array", "null"], "items": {"type": "string"}}
+        "type": ["array", "null"],
+        "items": {"type": "string"},
+    }
     e = prop(corpus.OptionalEverything, "e")
     assert e["type"] == ["object", "null"] and "street" in e["properties"]
     assert "required" not in compile_schema(corpus.OptionalEverything).parameters
@@ -204,8 +223,10 @@ def test_nullable_enums_admit_null_in_the_enum() -> None:
     mood = prop(NullableChoices, "mood")
     assert mood == {"type": ["string", "null"], "enum": ["happy", "sad", None]}
     assert prop(NullableChoices, "level") == {"type": ["integer", "null"], "enum": [1, 2, None]}
-    assert prop(NullableChoices, "nothing_or_x") == {"type": ["string", "null"],
-                                                     "enum": ["x", None]}
+    assert prop(NullableChoices, "nothing_or_x") == {
+        "type": ["string", "null"],
+        "enum": ["x", None],
+    }
     validator = jsonschema.Draft202012Validator(compile_schema(NullableChoices).parameters)
     assert validator.is_valid({"mood": None, "level": None, "nothing_or_x": None})
     assert not validator.is_valid({"mood": "angry"})
@@ -219,7 +240,9 @@ def test_literals_become_enums_never_const() -> None:
 
 def test_dropped_constraints_are_hinted_in_descriptions() -> None:
     assert prop(corpus.LineItem, "sku") == {
-        "type": "string", "description": r"pattern ^[A-Z]{3}-\d{4}$"}
+        "type": "string",
+        "description": r"pattern ^[A-Z]{3}-\d{4}$",
+    }
     assert prop(corpus.Review, "stars")["description"] == "Star rating, 1 to 5 (1 <= value <= 5)"
     assert prop(corpus.Review, "summary")["description"] == "at most 200 characters"
     assert prop(corpus.LineItem, "quantity")["description"] == "value > 0"
@@ -235,13 +258,18 @@ def test_dropped_constraints_are_hinted_in_descriptions() -> None:
 
 def test_special_types_map_to_json_types_with_format_hints() -> None:
     assert prop(corpus.LineItem, "unit_price") == {
-        "type": "number", "description": "at most 10 digits, at most 2 decimal places"}
+        "type": "number",
+        "description": "at most 10 digits, at most 2 decimal places",
+    }
     assert prop(corpus.Order, "placed_on") == {"type": "string", "description": "date, YYYY-MM-DD"}
     assert "ISO 8601" in prop(corpus.Timestamps, "created")["description"]
     assert prop(corpus.Order, "order_id") == {"type": "string", "description": "UUID"}
     assert prop(corpus.Links, "homepage")["description"].startswith("URL")
     assert prop(corpus.Sets, "pair") == {
-        "type": "array", "description": "exactly 2 items", "items": {"type": "integer"}}
+        "type": "array",
+        "description": "exactly 2 items",
+        "items": {"type": "integer"},
+    }
     assert prop(corpus.Sets, "many") == {"type": "array", "items": {"type": "string"}}
 
 
@@ -299,8 +327,12 @@ def test_strict_closes_objects_and_makes_defaults_nullable() -> None:
     jsonschema.Draft202012Validator(compiled.parameters).validate(answer)
     assert corpus.Address.model_validate(compiled.decode(answer)).country == "NL"
     literal = compile_schema(corpus.LiteralMixed, strict=True)
-    assert corpus.LiteralMixed.model_validate(
-        literal.decode({"level": 1, "flag": True, "kind": None})).kind == "a"
+    assert (
+        corpus.LiteralMixed.model_validate(
+            literal.decode({"level": 1, "flag": True, "kind": None})
+        ).kind
+        == "a"
+    )
 
 
 def test_strict_sends_maps_as_key_value_pairs_and_decodes_them() -> None:

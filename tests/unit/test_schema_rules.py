@@ -134,8 +134,11 @@ def test_size_keywords_are_accepted_because_the_docs_only_say_unenforced() -> No
 
 def test_key_count_sums_properties_at_every_level() -> None:
     inner = obj(a={"type": "string"}, b={"type": "string"})
-    schema = obj(x=inner, ys={"type": "array", "items": inner},
-                 m={"type": "object", "additionalProperties": inner})
+    schema = obj(
+        x=inner,
+        ys={"type": "array", "items": inner},
+        m={"type": "object", "additionalProperties": inner},
+    )
     assert count_keys(schema) == 3 + 2 * 3
 
 
@@ -159,8 +162,12 @@ def test_strict_needs_closed_objects_with_everything_required() -> None:
     assert has(found, "$", "missing ['b']")
     assert has(found, "$", "additionalProperties")
     assert has(found, "$.properties.b", "additionalProperties")
-    assert schema_violations(strict_obj(a={"type": "string"},
-                                        b=strict_obj(c={"type": "integer"})), strict=True) == []
+    assert (
+        schema_violations(
+            strict_obj(a={"type": "string"}, b=strict_obj(c={"type": "integer"})), strict=True
+        )
+        == []
+    )
 
 
 def test_strict_rejects_maps_untyped_schemas_and_unknown_formats() -> None:

@@ -52,6 +52,19 @@ class UdfSpec:
     buffer_rows: int | None
     credentials: Credentials = field(repr=False)
     client_options: tuple[tuple[str, Any], ...] = field(default=(), repr=False)
+    limits: Limits = field(default_factory=lambda: Limits())
+
+
+@dataclass(frozen=True)
+class Limits:
+    """How each worker paces its requests (see :mod:`dbstruct._limiter`)."""
+
+    #: adapt the in-flight limit and the rate to the endpoint's 429/503 answers
+    adaptive: bool = False
+    #: this worker's share of the job's ``max_qps`` / ``max_tokens_per_minute``
+    qps_per_worker: float | None = None
+    tpm_per_worker: float | None = None
+    workers: int | None = None
 
 
 def structured_udf(
@@ -69,6 +82,10 @@ def structured_udf(
     api_key: str | None = None,
     credentials: Credentials | None = None,
     buffer_rows: int | None = None,
+    adaptive: bool = False,
+    max_qps: float | None = None,
+    max_tokens_per_minute: float | None = None,
+    workers: int | None = None,
     **defaults: Any,
 ) -> StructuredUDF:
     """A UDF returning ``spark_schema(response_model)`` for each row of text.
@@ -97,6 +114,17 @@ def structured_udf(
     the type is only known on the executors, which check each batch before sending anything
     (the task fails with a ``ConfigurationError`` naming the column).
 
+    Rate limits: with ``adaptive=True`` each worker runs a controller that
+    starts at a few requests in flight and raises that limit while answers come back fine,
+    cuts it on 429 and 503, stops sending until a 429's Retry-After has passed, and after a
+    429 paces its sends just under the rate that got it; ``concurrency`` stays the ceiling.
+    ``max_qps`` and ``max_tokens_per_minute`` (prompt plus completion tokens, retries
+    included) cap the whole job: each of ``workers`` Python workers gets ``cap / workers``
+    as a token bucket. ``workers`` defaults to the active session's
+    ``spark.default.parallelism`` conf, else (classic sessions) the cluster's task slots
+    (``sparkContext.defaultParallelism``); on Spark Connect without that conf, pass it. Fewer
+    tasks at once than ``workers`` keep the job under its cap; more (autoscaling) exceed it.
+
     Other keyword arguments (``temperature``, ``max_tokens``, ``timeout``, ...) go to
     :func:`dbstruct.from_provider`. Credentials are resolved here, on the driver, and shipped
     to the executors with the UDF (never shown in plans, reprs or logs).
@@ -105,6 +133,7 @@ def structured_udf(
         raise ConfigurationError(f"concurrency must be a positive int, got {concurrency!r}")
     if buffer_rows is not None and buffer_rows < 1:
         raise ConfigurationError(f"buffer_rows must be >= 1, got {buffer_rows!r}")
+    limits = _limits(adaptive, max_qps, max_tokens_per_minute, workers)
     parsed_prompt = build_prompt(prompt)
     value_type = spark_schema(response_model)  # SchemaMappingError, on the driver
     creds = credentials or resolve_credentials(base_url=base_url, api_key=api_key)
@@ -128,6 +157,7 @@ def structured_udf(
         buffer_rows=buffer_rows,
         credentials=creds,
         client_options=tuple(sorted(defaults.items())),
+        limits=limits,
     )
     return StructuredUDF(spec, _frames.return_type(value_type, include_status))
 
@@ -206,6 +236,60 @@ class StructuredUDF:
             f"model={s.model!r}, mode={s.mode}, concurrency={s.concurrency}, "
             f"include_status={s.include_status}, strict={s.strict})"
         )
+
+
+def _limits(
+    adaptive: bool, max_qps: float | None, max_tpm: float | None, workers: int | None
+) -> Limits:
+    for name, cap in (("max_qps", max_qps), ("max_tokens_per_minute", max_tpm)):
+        if cap is not None and not cap > 0:
+            raise ConfigurationError(f"{name} must be > 0 or None, got {cap!r}")
+    if workers is not None and (not isinstance(workers, int) or workers < 1):
+        raise ConfigurationError(f"workers must be a positive int, got {workers!r}")
+    if max_qps is None and max_tpm is None:
+        return Limits(adaptive=adaptive, workers=workers)
+    n = workers or _session_workers()
+    return Limits(
+        adaptive=adaptive,
+        qps_per_worker=None if max_qps is None else max_qps / n,
+        tpm_per_worker=None if max_tpm is None else max_tpm / n,
+        workers=n,
+    )
+
+
+def _session_workers() -> int:
+    """Python workers that can run at once: one per task slot of the active session."""
+    session = _active_session()
+    if session is None:
+        raise ConfigurationError(
+            "max_qps / max_tokens_per_minute are split across workers: pass workers= "
+            "(the job's task slots), or build the UDF with an active Spark session"
+        )
+    found: Any = None
+    try:
+        found = session.conf.get("spark.default.parallelism", None)
+        if found is None and hasattr(session, "sparkContext"):  # classic only
+            found = session.sparkContext.defaultParallelism
+    except Exception:  # Connect: sparkContext raises; serverless may hide the conf
+        found = None
+    if found is None or int(found) < 1:
+        raise ConfigurationError(
+            "max_qps / max_tokens_per_minute are split across workers, and this session does "
+            "not say how many there are (no spark.default.parallelism): pass workers="
+        )
+    return int(found)
+
+
+def _active_session() -> Any:
+    from pyspark.sql.utils import is_remote
+
+    if is_remote():
+        from pyspark.sql.connect.session import SparkSession as ConnectSession
+
+        return ConnectSession.getActiveSession()
+    from pyspark.sql import SparkSession
+
+    return SparkSession.getActiveSession()
 
 
 def _check_resolved_type(name: str, position: int, column: Any) -> None:

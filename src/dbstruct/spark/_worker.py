@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
+from dbstruct._limiter import AdaptiveLimiter
 from dbstruct.errors import ConfigurationError, DbstructError
 from dbstruct.spark._engine import LoopThread, Request, stream
 from dbstruct.spark._frames import describe_error, frame
@@ -104,13 +105,29 @@ async def _open_client(spec: UdfSpec) -> Any:
     # built inside the loop so its connection pool belongs to this loop
     # in-flight requests never exceed concurrency, so neither need connections
     options = {"max_connections": spec.concurrency, **dict(spec.client_options)}
-    return dbstruct.from_provider(
+    client = dbstruct.from_provider(
         spec.model,
         async_client=True,
         mode=spec.mode,
         max_retries=spec.max_retries,
         credentials=spec.credentials,
         **options,
+    )
+    client.limiter = _limiter_for(spec)
+    return client
+
+
+def _limiter_for(spec: UdfSpec) -> AdaptiveLimiter | None:
+    """This worker's controller: one per client, so it sees every attempt the worker makes
+    for this UDF across batches and tasks. None when nothing would be limited."""
+    limits = spec.limits
+    if not limits.adaptive and limits.qps_per_worker is None and limits.tpm_per_worker is None:
+        return None
+    return AdaptiveLimiter(
+        spec.concurrency,
+        adaptive=limits.adaptive,
+        max_qps=limits.qps_per_worker,
+        max_tokens_per_minute=limits.tpm_per_worker,
     )
 
 

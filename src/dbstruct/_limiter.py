@@ -1,0 +1,277 @@
+"""Adaptive concurrency for one worker: how many requests to send, and how fast.
+
+:class:`AdaptiveLimiter` implements :class:`dbstruct.client.AsyncLimiter`: the async client
+calls ``await acquire()`` before every HTTP attempt (retries included) and ``release(answer)``
+after it. Four gates decide when the next attempt may start:
+
+| gate     | what it is                                              | learned from               |
+|----------|---------------------------------------------------------|----------------------------|
+| window   | in-flight limit between ``floor`` and ``ceiling``: slow | answers: +1 per success    |
+|          | start, then AIMD (+``increase``/limit per success,      | (slow start), 429 and 503  |
+|          | x``decrease`` on 429/503, once per window of requests)  | cut it                     |
+| pause    | no new send until a 429's Retry-After has passed        | 429 ``retry_after``        |
+| pacing   | a send rate, on once a 429 was seen: cut to 0.9 x the   | 429s                       |
+|          | rate at the 429, then regrown along a cubic (fast back  |                            |
+|          | to that rate, a plateau near it, then faster probing)   |                            |
+| caps     | token buckets for ``max_qps`` and ``max_tokens_per_     | fixed by the caller        |
+|          | minute`` (this worker's share of the job's caps)        |                            |
+
+Why a rate as well as a window: Databricks enforces pay-per-token limits as queries per
+second and tokens per minute with token buckets
+(https://docs.databricks.com/aws/en/machine-learning/foundation-model-apis/limits), and a
+429's Retry-After is in whole seconds, so each 429 costs a paused worker about a second of
+sends. With short requests an in-flight window is too coarse (2 vs 3 in flight is 10 vs 15
+req/s at 0.2 s latency) to sit just under a rate without hitting it every few seconds; a rate
+that stays near the last one that failed (TCP CUBIC's shape, RFC 9438) makes 429s rare.
+
+No Spark and no pandas here; time comes from an injectable clock, so tests use a fake one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+from dbstruct.errors import DbstructError, OutputError, RateLimitError, ServerError
+
+__all__ = ["AdaptiveLimiter", "Bucket"]
+
+_RATE_CUT = 0.9  # pacing rate after a 429, as a share of the rate that got it
+_PLATEAU_S = 15.0  # seconds after a 429 to regrow to the rate that got it (CUBIC's K)
+_CUBE = (1 - _RATE_CUT) / _PLATEAU_S**3  # CUBIC's C, relative to that rate
+_PROBE = 0.03  # then the rate grows by this share of the peak a second
+_MIN_RATE = 0.1  # requests per second: pacing never goes below this
+_SUCCESS_WINDOW_S = 5.0  # successes counted over this long to measure the rate we got
+_MEASURE_MIN_S = 2.0  # a measured rate over a shorter span, or fewer successes, is noise
+_MEASURE_MIN_COUNT = 3
+_FIRST_SPAN_S = 0.5
+_OVERLOAD_STATUSES = frozenset({503})  # 5xx that mean "too much load" (cut the window)
+
+
+class Bucket:
+    """A token bucket: ``rate`` units a second, at most ``capacity`` banked, starts full.
+
+    The level may go below zero (:meth:`charge` after the fact); sends then wait until the
+    debt is paid back, so the average rate holds however large one request turns out.
+    """
+
+    def __init__(self, rate: float, capacity: float, now: float) -> None:
+        if rate <= 0 or capacity <= 0:
+            raise ValueError(f"rate and capacity must be > 0, got {rate}, {capacity}")
+        self.rate = rate
+        self.capacity = capacity
+        self.level = capacity
+        self._stamp = now
+
+    def refill(self, now: float) -> None:
+        self.level = min(self.capacity, self.level + max(0.0, now - self._stamp) * self.rate)
+        self._stamp = now
+
+    def wait(self, need: float, now: float) -> float:
+        """Seconds until the level reaches ``need`` (capped at the capacity); 0.0 if it has."""
+        self.refill(now)
+        need = min(need, self.capacity)
+        return 0.0 if self.level >= need else (need - self.level) / self.rate
+
+    def charge(self, amount: float) -> None:
+        self.level -= amount
+
+    def credit(self, amount: float) -> None:
+        self.level = min(self.capacity, self.level + amount)
+
+
+class AdaptiveLimiter:
+    """Gates a worker's HTTP attempts by the endpoint's answers; see the module docstring.
+
+    >>> limiter = AdaptiveLimiter(ceiling=32, max_qps=10.0)
+    >>> client.limiter = limiter  # an AsyncStructuredClient
+    """
+
+    def __init__(
+        self,
+        ceiling: int,
+        *,
+        floor: int = 1,
+        initial: int | None = None,
+        increase: float = 1.0,
+        decrease: float = 0.5,
+        adaptive: bool = True,
+        max_qps: float | None = None,
+        max_tokens_per_minute: float | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if not 1 <= floor <= ceiling:
+            raise ValueError(f"need 1 <= floor <= ceiling, got floor={floor}, ceiling={ceiling}")
+        if not (increase > 0 and 0 < decrease < 1):
+            raise ValueError(f"need increase > 0 and 0 < decrease < 1, got {increase}, {decrease}")
+        self.ceiling, self.floor = ceiling, floor
+        self.increase, self.decrease = increase, decrease
+        self.adaptive = adaptive
+        self._clock = clock
+        start = ceiling if not adaptive else (initial or min(ceiling, 4))
+        self.limit = float(max(floor, min(ceiling, start)))
+        self.threshold = float(ceiling)  # slow start below it (TCP's ssthresh)
+        self.in_flight = 0
+        self.paused_until = 0.0
+        self._unjudged = 0  # releases still due from requests sent before the last cut
+        now = clock()
+        self._qps = Bucket(max_qps, 1.0, now) if max_qps else None  # no burst: even spacing
+        tpm = max_tokens_per_minute
+        self._tokens = Bucket(tpm / 60.0, max(1.0, tpm / 60.0), now) if tpm else None
+        self._token_guess = 0.0  # tokens per attempt, learned: reserved at acquire
+        self._reserved = 0.0
+        self._pace: Bucket | None = None  # on after the first 429
+        self._peak = 0.0  # the rate a 429 answered (CUBIC's W_max)
+        self._starting = False  # pacing from a guess, not yet from a measured rate
+        self._cut_at = 0.0
+        self._successes: deque[float] = deque()
+        self._measure_from = now
+        self._waiters: list[asyncio.Future[None]] = []
+
+    # ---- state, readable by tests and logs ---------------------------------------------
+
+    @property
+    def slots(self) -> int:
+        """Attempts allowed in flight now."""
+        return max(self.floor, min(self.ceiling, int(self.limit)))
+
+    def rate(self, now: float | None = None) -> float | None:
+        """The pacing rate (requests a second), or None before any 429."""
+        if self._pace is None:
+            return None
+        t = (self._clock() if now is None else now) - self._cut_at
+        if self._starting:
+            return max(_MIN_RATE, self._peak * float(2.0**t))
+        t -= _PLATEAU_S
+        # concave back to the peak (CUBIC's shape), then a steady linear probe above it
+        growth = _CUBE * t**3 if t < 0 else _PROBE * t
+        return max(_MIN_RATE, self._peak * (1 + growth))
+
+    # ---- admission ---------------------------------------------------------------------
+
+    def delay(self) -> float:
+        """Seconds before an attempt may start (``inf``: until one in flight ends); 0.0 if now."""
+        now = self._clock()
+        if self.in_flight >= self.slots:
+            return math.inf
+        waits = [self.paused_until - now]
+        if self._pace is not None:
+            self._pace.rate = self.rate(now) or _MIN_RATE
+            waits.append(self._pace.wait(1.0, now))
+        if self._qps is not None:
+            waits.append(self._qps.wait(1.0, now))
+        if self._tokens is not None:
+            waits.append(self._tokens.wait(0.0, now))  # no debt left
+        return max(0.0, *waits)
+
+    def try_acquire(self) -> bool:
+        """Take a slot if :meth:`delay` is 0; the sync core of :meth:`acquire`."""
+        if self.delay() > 0:
+            return False
+        self.in_flight += 1
+        for bucket in (self._pace, self._qps):
+            if bucket is not None:
+                bucket.charge(1.0)
+        if self._tokens is not None:
+            self._tokens.charge(self._token_guess)
+            self._reserved += self._token_guess
+        return True
+
+    async def acquire(self) -> None:
+        loop = asyncio.get_running_loop()
+        while not self.try_acquire():
+            wait = self.delay()
+            waiter: asyncio.Future[None] = loop.create_future()
+            self._waiters.append(waiter)
+            try:
+                await asyncio.wait({waiter}, timeout=None if math.isinf(wait) else wait)
+            finally:
+                if waiter in self._waiters:
+                    self._waiters.remove(waiter)
+
+    def release(self, answer: object) -> None:
+        now = self._clock()
+        self.in_flight = max(0, self.in_flight - 1)
+        judged = self._unjudged == 0
+        self._unjudged = max(0, self._unjudged - 1)
+        self._settle_tokens(answer)
+        if isinstance(answer, RateLimitError):
+            if answer.retry_after is not None:  # honoured for every 429, judged or not
+                self.paused_until = max(self.paused_until, now + answer.retry_after)
+            if judged and self.adaptive:
+                self._cut(now, rate_limited=True)
+        elif isinstance(answer, ServerError) and answer.status in _OVERLOAD_STATUSES:
+            if judged and self.adaptive:
+                self._cut(now, rate_limited=False)
+        elif not isinstance(answer, DbstructError) or isinstance(answer, OutputError):
+            self._grow(now)  # the endpoint answered; a bad answer is not overload
+        self._wake()
+
+    # ---- adaptation --------------------------------------------------------------------
+
+    def _grow(self, now: float) -> None:
+        self._successes.append(now)
+        while self._successes and self._successes[0] < now - _SUCCESS_WINDOW_S:
+            self._successes.popleft()
+        if not self.adaptive:
+            return
+        step = 1.0 if self.limit < self.threshold else self.increase / self.limit
+        self.limit = min(float(self.ceiling), self.limit + step)
+
+    def _cut(self, now: float, *, rate_limited: bool) -> None:
+        """Multiplicative decrease, once per window: answers to requests already in flight
+        were sent at the old limit and say nothing about the new one."""
+        self.limit = max(float(self.floor), self.limit * self.decrease)
+        self.threshold = self.limit
+        self._unjudged = self.in_flight
+        if rate_limited:
+            self._learn_rate(now)
+
+    def _learn_rate(self, now: float) -> None:
+        paced = self.rate(now)
+        known = self._pace is not None and not self._starting
+        # a first estimate may be rough (the probe corrects it); a jump down needs evidence
+        measured = self._measured(now, _MEASURE_MIN_S if known else _FIRST_SPAN_S)
+        self._measure_from = max(now, self.paused_until)
+        if measured is not None and (not known or paced is None or measured < _RATE_CUT * paced):
+            peak, self._starting = measured, False
+        elif known and paced is not None:
+            peak = paced
+        else:  # nothing measured yet: guess low, then double each second until a 429
+            peak, self._starting = (paced or float(self.slots)) * self.decrease, True
+        self._peak = max(_MIN_RATE, peak)
+        self._cut_at = now
+        if self._pace is None:
+            self._pace = Bucket(self._peak, 1.0, now)
+
+    def _measured(self, now: float, min_span: float = _MEASURE_MIN_S) -> float | None:
+        """Successes a second since sends last resumed (at most the last few seconds)."""
+        span = min(_SUCCESS_WINDOW_S, now - self._measure_from)
+        count = sum(1 for t in self._successes if t >= now - span)
+        if span < min_span or count < _MEASURE_MIN_COUNT:
+            return None
+        return count / span
+
+    def _settle_tokens(self, answer: object) -> None:
+        """Swap the guess reserved at acquire for the tokens the attempt used."""
+        if self._tokens is None:
+            return
+        held = self._reserved / (self.in_flight + 1)
+        self._reserved -= held
+        usage: Any = getattr(answer, "usage", None)
+        used = float(getattr(usage, "total_tokens", 0) or 0) if usage is not None else 0.0
+        self._tokens.credit(held)
+        self._tokens.charge(used)
+        if used > 0:  # an exponential average, so a change of prompt size is followed
+            old = self._token_guess
+            self._token_guess = used if old == 0 else 0.8 * old + 0.2 * used
+
+    def _wake(self) -> None:
+        for waiter in self._waiters:
+            if not waiter.done():
+                waiter.set_result(None)
+        self._waiters.clear()

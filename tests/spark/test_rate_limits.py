@@ -1,0 +1,63 @@
+"""structured_udf against an endpoint with a QPS limit: every row gets its value.
+
+Throughput against the limit is measured by bench/rate_limit.py, not asserted here.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from pydantic import BaseModel
+from pyspark import cloudpickle
+from pyspark.sql import functions as F
+
+from dbstruct.errors import ConfigurationError
+from dbstruct.spark import structured_udf
+from dbstruct.spark._udf import _limits
+from dbstruct.testing import Emulator
+
+pytestmark = [pytest.mark.spark, pytest.mark.timeout(240)]
+
+
+class User(BaseModel):
+    name: str
+    age: int
+
+
+cloudpickle.register_pickle_by_value(sys.modules[__name__])  # type: ignore[no-untyped-call]
+
+
+@pytest.fixture
+def limited() -> Iterator[Emulator]:
+    # 429s with a Retry-After of 1 s (whole seconds, as Databricks sends) once over 40 req/s
+    with Emulator(token="dapi-limits", latency=0.02, qps=40, burst=2) as emu:
+        yield emu
+
+
+def test_udf_at_a_qps_limit_loses_no_row_and_values_every_row(
+    spark: Any, limited: Emulator
+) -> None:
+    udf = structured_udf(
+        User, "databricks/limited", "Extract: {text}", concurrency=16, max_retries=8, adaptive=True,
+        include_status=True, base_url=limited.base_url, api_key=limited.token,
+    )  # fmt: skip
+    rows = 160
+    text = F.concat(F.lit("Ann is "), (F.col("id") % 90).cast("string"), F.lit(" years old"))
+    df = spark.range(0, rows, 1, 2).select("id", udf(text).alias("u"))
+    out = df.select("id", "u.value.name", "u.value.age", "u.error").collect()
+    assert sorted(r["id"] for r in out) == list(range(rows))
+    assert [r["error"] for r in out if r["error"]] == []
+    assert all(r["name"] and r["age"] == r["id"] % 90 for r in out)
+    assert limited.stats().status(429) > 0  # the limit was reached, and absorbed
+
+
+def test_caps_are_split_across_workers(spark: Any) -> None:
+    limits = _limits(True, 10.0, 6000.0, workers=4)
+    assert (limits.qps_per_worker, limits.tpm_per_worker) == (2.5, 1500.0)
+    derived = _limits(True, 10.0, None, workers=None)  # from spark.default.parallelism (2)
+    assert derived.workers == 2 and derived.qps_per_worker == 5.0
+    with pytest.raises(ConfigurationError, match="max_qps"):
+        _limits(True, 0.0, None, workers=2)
