@@ -237,7 +237,8 @@ class DiskCache:
                 row = (
                     self._connection()
                     .execute(
-                        "SELECT answer, prompt_tokens, completion_tokens FROM answers WHERE key = ?",
+                        "SELECT answer, prompt_tokens, completion_tokens"
+                        " FROM answers WHERE key = ?",
                         (key,),
                     )
                     .fetchone()
