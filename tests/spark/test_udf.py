@@ -293,3 +293,22 @@ def test_readme_dataframe_example_runs_verbatim(
         exec(block, namespace)
         rows = spark.sql("SELECT id, extract_user(text).age AS age FROM reviews").collect()
     assert sorted((r.id, r.age) for r in rows) == [(1, 25), (2, 36)]
+
+
+def test_a_disk_cache_answers_a_rerun_without_requests(
+    spark: Any, emu: Emulator, tmp_path: Any
+) -> None:
+    from dbstruct.cache import DiskCache
+
+    extract = make_udf(emu, include_status=True, cache=DiskCache(tmp_path / "cache"))
+    df = frame(spark, [text_of(i) for i in range(40)])
+    first = df.select(extract("text").alias("u")).selectExpr("sum(u.attempts) AS a").first()
+    sent = emu.stats().requests
+    again = (
+        df.select(extract("text").alias("u"))
+        .selectExpr("sum(u.attempts) AS a", "count(u.value) AS v", "sum(u.prompt_tokens) AS p")
+        .first()
+    )
+    assert first.a == sent == 40
+    assert emu.stats().requests == sent  # the rerun sent nothing
+    assert (again.a, again.v, again.p) == (0, 40, 0)
