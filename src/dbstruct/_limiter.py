@@ -7,12 +7,12 @@ after it. Four gates decide when the next attempt may start:
 | gate     | what it is                                              | learned from               |
 |----------|---------------------------------------------------------|----------------------------|
 | window   | in-flight limit between ``floor`` and ``ceiling``: slow | answers: +1 per success    |
-|          | start, then AIMD (+``increase``/limit per success,      | (slow start), 429 and 503  |
-|          | x``decrease`` on 429/503, once per window of requests)  | cut it                     |
-| pause    | no new send until a 429's Retry-After has passed        | 429 ``retry_after``        |
-| pacing   | a send rate, on once a 429 was seen: cut to 0.9 x the   | 429s                       |
-|          | rate at the 429, then regrown along a cubic (fast back  |                            |
-|          | to that rate, a plateau near it, then faster probing)   |                            |
+|          | start, then AIMD (+``increase``/limit per success,      | (slow start), 503s and the |
+|          | x``decrease`` on 503, once per window of requests)      | first 429 cut it           |
+| pause    | no new send for a share of a 429's Retry-After (below)  | 429 ``retry_after``        |
+| pacing   | sends spaced evenly at a rate, on once a 429 was seen:  | 429s and the successes a   |
+|          | 0.95 x the rate that succeeded in the seconds before a  | second before them         |
+|          | 429, then probing up, slowly at first, then faster      |                            |
 | caps     | token buckets for ``max_qps`` and ``max_tokens_per_     | fixed by the caller        |
 |          | minute`` (this worker's share of the job's caps)        |                            |
 
@@ -20,9 +20,19 @@ Why a rate as well as a window: Databricks enforces pay-per-token limits as quer
 second and tokens per minute with token buckets
 (https://docs.databricks.com/aws/en/machine-learning/foundation-model-apis/limits), and a
 429's Retry-After is in whole seconds, so each 429 costs a paused worker about a second of
-sends. With short requests an in-flight window is too coarse (2 vs 3 in flight is 10 vs 15
-req/s at 0.2 s latency) to sit just under a rate without hitting it every few seconds; a rate
-that stays near the last one that failed (TCP CUBIC's shape, RFC 9438) makes 429s rare.
+sends if the whole worker waits it out. With short requests an in-flight window is too
+coarse (2 vs 3 in flight is 10 vs 15 req/s at 0.2 s latency) to sit just under a rate; an
+evenly spaced rate held just under the one that last succeeded makes 429s rare, and a 429
+then says "a little too fast", not "stop".
+
+Retry-After: the request that got the 429 waits all of it (the retry loop in ``_retry``
+does). The worker's other sends pause for ``max(retry_after - 1, 0.1 x retry_after)``: a
+whole-second value is rounded up (the emulator rounds up; Databricks does not document its
+rounding), so the endpoint's real wait is somewhere in ``(retry_after - 1, retry_after]``,
+and a QPS bucket's is about one request's spacing. The pacing cut keeps the rate under the
+limit after the short pause; a long Retry-After (a tokens-per-minute bucket, an outage)
+still pauses the worker for nearly all of it. Without ``adaptive`` there is no pacing, so
+the worker pauses for the whole Retry-After.
 
 No Spark and no pandas here; time comes from an injectable clock, so tests use a fake one.
 """
@@ -40,15 +50,20 @@ from dbstruct.errors import DbstructError, OutputError, RateLimitError, ServerEr
 
 __all__ = ["AdaptiveLimiter", "Bucket"]
 
-_RATE_CUT = 0.9  # pacing rate after a 429, as a share of the rate that got it
-_PLATEAU_S = 15.0  # seconds after a 429 to regrow to the rate that got it (CUBIC's K)
-_CUBE = (1 - _RATE_CUT) / _PLATEAU_S**3  # CUBIC's C, relative to that rate
-_PROBE = 0.03  # then the rate grows by this share of the peak a second
+_RATE_CUT = 0.95  # pacing rate after a 429, as a share of the rate that succeeded before it
+_PROBE = 0.03  # then the rate grows by this share of the cut rate a second...
+_ACCEL = 0.01  # ...plus this share times seconds squared: quick to claim freed capacity
+_STEP = 0.3  # plus this many requests a second, per second: equal for all workers, so fair
+_MAX_GAIN = 2.0  # the probe stops at this many times the most that recently succeeded
+_MAX_DROP = 0.7  # one 429 cuts the rate to no less than this share of the paced rate
 _MIN_RATE = 0.1  # requests per second: pacing never goes below this
-_SUCCESS_WINDOW_S = 5.0  # successes counted over this long to measure the rate we got
-_MEASURE_MIN_S = 2.0  # a measured rate over a shorter span, or fewer successes, is noise
+_PAUSE_SHARE = 0.1  # the worker pauses for at least this share of a 429's Retry-After
+_SUCCESS_WINDOW_S = 2.0  # successes counted over this long to measure the rate we got
+_MEASURE_MIN_S = 1.0  # a measured rate over a shorter span, or fewer successes, is noise
 _MEASURE_MIN_COUNT = 3
 _FIRST_SPAN_S = 0.5
+_HALF_OF_GUESS = 0.5  # leaving the doubling, the rate is at least this share of the guess
+_DOUBLING_S = 0.5  # before any rate is measured, the guess doubles this often
 _OVERLOAD_STATUSES = frozenset({503})  # 5xx that mean "too much load" (cut the window)
 
 
@@ -143,13 +158,16 @@ class AdaptiveLimiter:
         """The pacing rate (requests a second), or None before any 429."""
         if self._pace is None:
             return None
-        t = (self._clock() if now is None else now) - self._cut_at
+        now = self._clock() if now is None else now
+        t = now - self._cut_at
+        # no further than twice what got through: an idle worker must not bank a rate
+        top = _MAX_GAIN * max(self._peak, self._recent(now))
         if self._starting:
-            return max(_MIN_RATE, self._peak * float(2.0**t))
-        t -= _PLATEAU_S
-        # concave back to the peak (CUBIC's shape), then a steady linear probe above it
-        growth = _CUBE * t**3 if t < 0 else _PROBE * t
-        return max(_MIN_RATE, self._peak * (1 + growth))
+            return max(_MIN_RATE, min(top, self._peak * float(2.0 ** (t / _DOUBLING_S))))
+        # back to the peak within a second or two, then faster: the limit may have moved
+        growth = _PROBE * t + _ACCEL * t * t
+        probe = _RATE_CUT * self._peak * (1 + growth) + _STEP * t
+        return max(_MIN_RATE, min(top, probe))
 
     # ---- admission ---------------------------------------------------------------------
 
@@ -201,7 +219,7 @@ class AdaptiveLimiter:
         self._settle_tokens(answer)
         if isinstance(answer, RateLimitError):
             if answer.retry_after is not None:  # honoured for every 429, judged or not
-                self.paused_until = max(self.paused_until, now + answer.retry_after)
+                self.paused_until = max(self.paused_until, now + self._pause(answer.retry_after))
             if judged and self.adaptive:
                 self._cut(now, rate_limited=True)
         elif isinstance(answer, ServerError) and answer.status in _OVERLOAD_STATUSES:
@@ -215,17 +233,26 @@ class AdaptiveLimiter:
 
     def _grow(self, now: float) -> None:
         self._successes.append(now)
-        while self._successes and self._successes[0] < now - _SUCCESS_WINDOW_S:
-            self._successes.popleft()
+        self._forget(now)
         if not self.adaptive:
             return
         step = 1.0 if self.limit < self.threshold else self.increase / self.limit
         self.limit = min(float(self.ceiling), self.limit + step)
 
+    def _pause(self, retry_after: float) -> float:
+        """The worker's pause for a 429 (the module docstring says why it is not all of it)."""
+        if not self.adaptive:
+            return retry_after
+        return max(retry_after - 1.0, _PAUSE_SHARE * retry_after)
+
     def _cut(self, now: float, *, rate_limited: bool) -> None:
         """Multiplicative decrease, once per window: answers to requests already in flight
-        were sent at the old limit and say nothing about the new one."""
-        self.limit = max(float(self.floor), self.limit * self.decrease)
+        were sent at the old limit and say nothing about the new one. Once a learned rate
+        paces the sends, a 429 cuts that rate, not the window: halving 2 in flight would
+        halve the rate, far below the limit just touched."""
+        paced = self._pace is not None and not self._starting
+        if not (rate_limited and paced):
+            self.limit = max(float(self.floor), self.limit * self.decrease)
         self.threshold = self.limit
         self._unjudged = self.in_flight
         if rate_limited:
@@ -234,14 +261,18 @@ class AdaptiveLimiter:
     def _learn_rate(self, now: float) -> None:
         paced = self.rate(now)
         known = self._pace is not None and not self._starting
-        # a first estimate may be rough (the probe corrects it); a jump down needs evidence
+        # a first estimate may be rough (the probe corrects it)
         measured = self._measured(now, _MEASURE_MIN_S if known else _FIRST_SPAN_S)
         self._measure_from = max(now, self.paused_until)
-        if measured is not None and (not known or paced is None or measured < _RATE_CUT * paced):
-            peak, self._starting = measured, False
-        elif known and paced is not None:
-            peak = paced
-        else:  # nothing measured yet: guess low, then double each second until a 429
+        if known and paced is not None:
+            # what succeeded since the last 429 (sends may have been short of the pace), but
+            # one noisy second must not collapse the rate
+            got = paced if measured is None else measured
+            peak = max(_MAX_DROP * paced, min(paced, got))
+        elif measured is not None:  # a doubling guess hit the limit: it lies above half of it
+            peak = max(measured, _HALF_OF_GUESS * paced) if paced is not None else measured
+            self._starting = False
+        else:  # nothing measured yet: guess low, then double every half second until a 429
             peak, self._starting = (paced or float(self.slots)) * self.decrease, True
         self._peak = max(_MIN_RATE, peak)
         self._cut_at = now
@@ -249,12 +280,21 @@ class AdaptiveLimiter:
             self._pace = Bucket(self._peak, 1.0, now)
 
     def _measured(self, now: float, min_span: float = _MEASURE_MIN_S) -> float | None:
-        """Successes a second since sends last resumed (at most the last few seconds)."""
+        """Successes a second since sends resumed after the last 429 (at most 2 s back)."""
         span = min(_SUCCESS_WINDOW_S, now - self._measure_from)
         count = sum(1 for t in self._successes if t >= now - span)
         if span < min_span or count < _MEASURE_MIN_COUNT:
             return None
         return count / span
+
+    def _recent(self, now: float) -> float:
+        """Successes a second over the last few seconds, however many (O(1): called per send)."""
+        self._forget(now)
+        return len(self._successes) / _SUCCESS_WINDOW_S
+
+    def _forget(self, now: float) -> None:
+        while self._successes and self._successes[0] < now - _SUCCESS_WINDOW_S:
+            self._successes.popleft()
 
     def _settle_tokens(self, answer: object) -> None:
         """Swap the guess reserved at acquire for the tokens the attempt used."""

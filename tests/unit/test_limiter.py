@@ -92,38 +92,94 @@ def test_floor_holds_and_slots_never_exceed_the_limit() -> None:
     assert lim.try_acquire()
 
 
-def test_429_pauses_every_send_until_retry_after() -> None:
+def test_429_pauses_every_send_for_the_surely_needed_part_of_retry_after() -> None:
     clock = Clock()
     lim = limiter(clock)
     assert lim.try_acquire() and lim.try_acquire()
-    lim.release(too_many(2.0))
+    lim.release(too_many(1.0))  # whole seconds rounded up: the real wait may be ~0
     assert lim.in_flight == 1
-    assert lim.delay() == pytest.approx(2.0)
+    assert lim.delay() == pytest.approx(0.1)  # a tenth of it
     assert not lim.try_acquire()
-    clock.now += 1.5
+    clock.now += 0.05
     lim.release(too_many(3.0))  # not judged for the window, but its Retry-After counts
-    assert lim.delay() == pytest.approx(3.0)
-    clock.now += 3.0
+    assert lim.delay() == pytest.approx(2.0)  # at least 2 s of the 3 are surely needed
+    clock.now += 2.0
     assert lim.delay() == 0.0 and lim.try_acquire()
+
+
+def steady(lim: AdaptiveLimiter, clock: Clock, per_second: float, seconds: float) -> None:
+    """Successes at an even rate, each mid-slot (no count hangs on a window's edge)."""
+    for _ in range(round(per_second * seconds)):
+        clock.now += 0.5 / per_second
+        send(lim, OK)
+        clock.now += 0.5 / per_second
+
+
+def paced_run(lim: AdaptiveLimiter, clock: Clock, seconds: float) -> int:
+    """Send whenever the limiter allows (a 1 ms tick), every answer fine; returns the count."""
+    sent, end = 0, clock.now + seconds
+    while clock.now < end:
+        while lim.try_acquire():
+            lim.release(OK)
+            sent += 1
+        clock.now += 0.001
+    return sent
 
 
 def test_after_a_429_the_rate_is_paced_below_what_got_through() -> None:
     clock = Clock()
     lim = limiter(clock)
     assert lim.rate() is None
-    for _ in range(30):  # 10 successes a second for 3 s
-        send(lim, OK)
-        clock.now += 0.1
+    steady(lim, clock, 10.0, 3.0)
     send(lim, too_many(1.0))
-    assert lim.rate() == pytest.approx(9.0, rel=0.05)  # 0.9 x the measured 10/s
-    clock.now += 1.0
+    assert lim.rate() == pytest.approx(9.5, rel=0.05)  # 0.95 x the measured 10/s
+    clock.now += 0.1  # the pause
     assert lim.try_acquire()
-    assert 0 < lim.delay() <= 1 / 8  # the next send waits its turn
+    assert 0.1 < lim.delay() <= 1 / 9  # the next send waits its turn: even spacing
     lim.release(OK)
+    clock.now += 0.5
+    assert 9.5 < (lim.rate() or 0) < 10.0  # back near the peak within a second...
+    clock.now += 0.5
+    assert 10.0 < (lim.rate() or 0) < 10.5  # ...then probing above it...
     clock.now += 9.0
-    back = lim.rate()
-    clock.now += 20.0
-    assert back is not None and back < 10.0 < (lim.rate() or 0)  # back near the peak, then probe
+    assert (lim.rate() or 0) > 15.0  # ...faster and faster
+
+
+def test_a_429_cuts_to_what_succeeded_since_the_last_one_not_below_a_floor() -> None:
+    clock = Clock()
+    lim = limiter(clock)
+    steady(lim, clock, 10.0, 3.0)
+    send(lim, too_many(1.0))  # paced at 9.5/s from here
+    clock.now += 0.1
+    steady(lim, clock, 9.0, 2.0)  # only 9 a second succeeded (fewer rows than the pace)
+    assert (lim.rate() or 0) > 10.0
+    clock.now += 0.05  # the pace's turn
+    window = lim.limit
+    send(lim, too_many(1.0))
+    assert lim.rate() == pytest.approx(0.95 * 9.0, rel=0.02)  # what succeeded, not the pace
+    assert lim.limit == window  # once paced, a 429 cuts the rate, not the window
+    clock.now += 2.0
+    steady(lim, clock, 2.0, 2.0)  # then 2 a second: one 429 cuts to 0.7 x the pace at most
+    paced = lim.rate() or 0
+    send(lim, too_many(1.0))
+    assert lim.rate() == pytest.approx(0.95 * 0.7 * paced)
+    clock.now += 1.5  # none succeeded since: too few to measure, the pace is the estimate
+    paced = lim.rate() or 0
+    send(lim, too_many(1.0))
+    assert lim.rate() == pytest.approx(0.95 * paced)
+
+
+def test_paced_sends_stay_under_the_rate_and_an_idle_worker_banks_none() -> None:
+    clock = Clock()
+    lim = limiter(clock)
+    steady(lim, clock, 10.0, 3.0)
+    send(lim, too_many(1.0))
+    clock.now += 0.1
+    sent = paced_run(lim, clock, 2.0)
+    assert 19 <= sent <= 21  # about 9.5-10.5 a second, never a burst
+    clock.now += 600.0  # idle: no successes, so the probe stops at twice the peak
+    assert (lim.rate() or 0) <= 2 * 10.0 + 1e-9
+    assert paced_run(lim, clock, 1.0) <= 21
 
 
 def test_not_adaptive_keeps_the_ceiling_but_honours_retry_after() -> None:
