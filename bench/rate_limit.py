@@ -14,33 +14,18 @@ controller: successful requests >= 90% of ``qps``, 429s <= 10% of requests, no r
 from __future__ import annotations
 
 import argparse
-import os
-import sys
 import time
 from dataclasses import dataclass
 
-os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
-os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
-os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
-
-from pydantic import BaseModel
-from pyspark import cloudpickle
-from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
+
+# The Spark set-up (environment, session, generated texts, model) is spark_throughput's.
+from spark_throughput import ENDPOINT, PROMPT, User, texts
+from spark_throughput import session as throughput_session
 
 from dbstruct.spark import structured_udf
 from dbstruct.testing import Emulator
-
-ENDPOINT = "databricks/bench-llm"
-PROMPT = "Extract the user from this text: {text}"
-
-
-class User(BaseModel):
-    name: str
-    age: int
-
-
-cloudpickle.register_pickle_by_value(sys.modules[__name__])  # type: ignore[no-untyped-call]
 
 
 @dataclass
@@ -56,22 +41,7 @@ class Run:
 
 
 def session(workers: int) -> SparkSession:
-    return (
-        SparkSession.builder.master(f"local[{workers}]")
-        .appName("dbstruct-rate-limit")
-        .config("spark.ui.enabled", "false")
-        .config("spark.driver.host", "127.0.0.1")
-        .config("spark.sql.execution.arrow.pyspark.enabled", "true")
-        .config("spark.sql.execution.arrow.maxRecordsPerBatch", "200")
-        .config("spark.python.worker.reuse", "true")
-        .getOrCreate()
-    )
-
-
-def texts(spark: SparkSession, rows: int, partitions: int, salt: str) -> DataFrame:
-    text = F.concat(F.lit(f"Ann{salt} is "), (F.col("id") % 90).cast("string"), F.lit(" #"),
-                    F.col("id").cast("string"))  # fmt: skip
-    return spark.range(0, rows, 1, partitions).select(F.col("id"), text.alias("text"))
+    return throughput_session(workers, batch_rows=200)
 
 
 def measure(name: str, spark: SparkSession, emu: Emulator, udf: object, rows: int, w: int) -> Run:
