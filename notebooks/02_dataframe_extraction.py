@@ -34,7 +34,8 @@ ROWS = int(dbutils.widgets.get("rows"))
 # MAGIC A sample of made-up support tickets ships with dbstruct; below it, a few rows that are
 # MAGIC hard on purpose: no text at all, a prompt injection, a ticket in German, a log pasted
 # MAGIC in full (longer than the model's context window) and an attachment pasted as base64
-# MAGIC (over the 4 MB request limit of Databricks model serving).
+# MAGIC (over the 4 MB request limit of Databricks model serving). Those two fail on their own
+# MAGIC row with an `InputError`, before anything is sent; the other rows are not affected.
 
 # COMMAND ----------
 

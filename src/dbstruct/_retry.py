@@ -14,8 +14,11 @@ What is retried, and how:
 | 5xx, timeout, dropped connection           | yes     | exponential backoff with full jitter     |
 | 400, 401, 403, 404                         | no      | raised at once                           |
 | refusal, finish_reason=length              | no      | the same request would end the same way  |
+| answer over max_answer_bytes               | no      | the same request would end the same way  |
+| 401/403/404 known for this token (unsent)  | no      | not counted as an attempt                |
 
-Attempts are at most ``1 + max_retries``, and no wait runs past the total deadline.
+Attempts are at most ``1 + max_retries``; no wait runs past the total deadline, and an
+attempt gets at most what is left of it as its timeout, so a call that hangs ends on time.
 """
 
 from __future__ import annotations
@@ -31,12 +34,19 @@ from dbstruct.errors import (
     IncompleteOutputError,
     InvalidOutputError,
     OutputError,
+    OversizedOutputError,
     RateLimitError,
     RefusalError,
     RetriesExhaustedError,
     Usage,
 )
-from dbstruct.modes import Mode, ResponseTarget, parse_completion, reask_messages
+from dbstruct.modes import (
+    DEFAULT_MAX_ANSWER_BYTES,
+    Mode,
+    ResponseTarget,
+    parse_completion,
+    reask_messages,
+)
 
 __all__ = ["Outcome", "RetryPolicy", "Send", "Sleep", "attempts"]
 
@@ -48,6 +58,8 @@ class RetryPolicy:
     deadline: float = 600.0
     backoff_base: float = 0.5
     backoff_max: float = 30.0
+    #: seconds one HTTP attempt may take (the client's ``timeout``); None: the SDK's own
+    attempt_timeout: float | None = None
 
     def backoff(self, retry: int) -> float:
         """Full-jitter exponential backoff (AWS architecture blog's recommendation)."""
@@ -58,6 +70,8 @@ class RetryPolicy:
 @dataclass(frozen=True)
 class Send:
     request: dict[str, Any]
+    #: a shorter timeout for this attempt: what is left of the deadline, or None
+    timeout: float | None = None
 
 
 @dataclass(frozen=True)
@@ -89,6 +103,7 @@ def attempts(
     *,
     endpoint: str,
     context: Any = None,
+    max_answer_bytes: int | None = DEFAULT_MAX_ANSWER_BYTES,
 ) -> Generator[Send | Sleep, Any, Outcome]:
     """Drive one structured call; see the module docstring for the rules."""
     started = time.monotonic()
@@ -100,20 +115,23 @@ def attempts(
     attempt = 0
     while True:
         attempt += 1
-        answer = yield Send(request)
+        answer = yield Send(request, _attempt_timeout(request, policy, started))
         if isinstance(answer, DbstructError):
             error = answer
             if not getattr(error, "retryable", False):
-                return _failed(error, attempt, usage, started, last_completion)
+                sent = attempt if getattr(error, "sent", True) else attempt - 1
+                return _failed(error, sent, usage, started, last_completion)
         else:
             last_completion = answer
             usage.add(getattr(answer, "usage", None))
             try:
-                value = parse_completion(mode, target, answer, context)
+                value = parse_completion(
+                    mode, target, answer, context, max_answer_bytes=max_answer_bytes
+                )
             except OutputError as e:
                 error = e
                 last_raw = e.raw
-                if isinstance(e, (RefusalError, IncompleteOutputError)):
+                if isinstance(e, _TERMINAL_OUTPUT):
                     return _failed(e, attempt, usage, started, answer)
                 request = {**request, "messages": reask_messages(mode, first_messages, answer, e)}
             else:
@@ -136,6 +154,19 @@ def attempts(
             return _failed(exhausted, attempt, usage, started, last_completion)
         if wait > 0:
             yield Sleep(wait)
+
+
+#: unusable answers that a re-ask would likely get again: not retried
+_TERMINAL_OUTPUT = (RefusalError, IncompleteOutputError, OversizedOutputError)
+
+
+def _attempt_timeout(request: dict[str, Any], policy: RetryPolicy, started: float) -> float | None:
+    """What is left of the deadline, when it is shorter than the attempt's own timeout."""
+    left = max(policy.deadline - (time.monotonic() - started), 0.001)
+    own = request.get("timeout", policy.attempt_timeout)
+    if isinstance(own, (int, float)) and own <= left:
+        return None
+    return left
 
 
 def _wait(error: DbstructError, attempt: int, policy: RetryPolicy) -> float:

@@ -23,7 +23,9 @@ usage 0. Only successes are stored: errors, refusals and cut-off answers never a
 :class:`DiskCache` is a sqlite3 file in WAL mode: one writer and many readers at a time
 across the processes of one machine (Spark's Python workers, say); not for network file
 systems (https://www.sqlite.org/wal.html). Any object with ``get`` and ``put`` like
-:class:`ResponseCache` can stand in for it.
+:class:`ResponseCache` can stand in for it. For jobs and clusters,
+:class:`dbstruct.spark.TableCache` keeps answers in a table under the same keys
+(:func:`request_key`), computed in Spark without a client.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ import os
 import sqlite3
 import threading
 import time
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -43,7 +46,7 @@ from openai.types.chat import ChatCompletion
 from pydantic import BaseModel, ValidationError
 
 from dbstruct.errors import ConfigurationError, Usage
-from dbstruct.modes import Mode, ResponseTarget
+from dbstruct.modes import Message, Mode, ResponseTarget, build_request
 from dbstruct.schema import compile_schema
 
 __all__ = [
@@ -52,7 +55,9 @@ __all__ = [
     "ResponseCache",
     "cache_key",
     "cached_answer",
+    "chat_request",
     "open_cache",
+    "request_key",
     "to_cached",
 ]
 
@@ -96,6 +101,39 @@ def cache_key(mode: Mode, request: dict[str, Any]) -> str:
         default=str,
     )
     return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def chat_request(
+    mode: Mode,
+    target: ResponseTarget,
+    messages: Sequence[Message],
+    defaults: Mapping[str, Any],
+    endpoint: str,
+) -> dict[str, Any]:
+    """The request a client sends (and whose key it looks up): its defaults, then the mode's
+    fields for ``messages``, and ``model`` set to the endpoint.
+
+    >>> chat_request(Mode.TOOLS, ResponseTarget.of(User), messages, {"temperature": 0}, "llm")
+    """
+    return {**defaults, **build_request(mode, target, messages), "model": endpoint}
+
+
+def request_key(
+    mode: Mode,
+    response_model: Any,
+    messages: Sequence[Message],
+    defaults: Mapping[str, Any],
+    endpoint: str,
+) -> str:
+    """The key a client with these ``defaults`` (``client.defaults``: its per-request
+    parameters, not its transport settings) stores an answer under, without a client.
+
+    >>> request_key(Mode.TOOLS, User, [{"role": "user", "content": "jason is 25"}], {}, "llm")
+
+    The client and the Spark table cache both call this, so their keys cannot drift apart.
+    """
+    target = ResponseTarget.of(response_model)
+    return cache_key(mode, chat_request(mode, target, messages, defaults, endpoint))
 
 
 def to_cached(value: Any, usage: Usage) -> CachedAnswer:

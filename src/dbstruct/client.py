@@ -11,16 +11,18 @@ from __future__ import annotations
 
 import asyncio
 import email.utils
+import hashlib
 import time
 from collections.abc import Generator, Sequence
-from dataclasses import dataclass
-from typing import Any, Generic, Protocol, TypeVar
+from dataclasses import dataclass, replace
+from typing import Any, Generic, Literal, Protocol, TypeVar
 
 import openai
 
+from dbstruct._input import check_context, check_text, context_window
 from dbstruct._retry import Outcome, RetryPolicy, Send, Sleep, attempts
 from dbstruct.auth import Credentials, redact
-from dbstruct.cache import ResponseCache, cache_key, cached_answer, to_cached
+from dbstruct.cache import ResponseCache, cache_key, cached_answer, chat_request, to_cached
 from dbstruct.errors import (
     AuthenticationError,
     BadRequestError,
@@ -33,7 +35,7 @@ from dbstruct.errors import (
     ServerError,
     TransportError,
 )
-from dbstruct.modes import Message, Mode, ResponseTarget, build_request
+from dbstruct.modes import DEFAULT_MAX_ANSWER_BYTES, Message, Mode, ResponseTarget
 
 __all__ = [
     "MAX_PAYLOAD_BYTES",
@@ -48,6 +50,8 @@ __all__ = [
 # (Foundation Model APIs: request payload up to 4 MB); checked before sending, per row.
 MAX_PAYLOAD_BYTES = 4 * 1024 * 1024
 _CHEAP_SIZE_LIMIT = MAX_PAYLOAD_BYTES // 8  # below this many characters no exact check
+#: seconds a 401/403/404 for a token is remembered, so requests with it fail unsent
+REFUSAL_MEMORY_S = 30.0
 
 C = TypeVar("C", openai.OpenAI, openai.AsyncOpenAI)
 
@@ -76,6 +80,8 @@ class _Base(Generic[C]):
         policy: RetryPolicy,
         defaults: dict[str, Any],
         cache: ResponseCache | None = None,
+        max_context_tokens: int | Literal["auto"] | None = "auto",
+        max_answer_bytes: int | None = DEFAULT_MAX_ANSWER_BYTES,
     ) -> None:
         self._openai: C = openai_client
         self.endpoint = endpoint
@@ -84,6 +90,13 @@ class _Base(Generic[C]):
         self.policy = policy
         self.defaults = dict(defaults)
         self.cache = cache
+        #: prompt tokens (estimated) above which a row fails unsent; "auto": the endpoint's
+        #: documented window (dbstruct._input.CONTEXT_WINDOWS), None: no check
+        self.max_context_tokens = max_context_tokens
+        #: answers larger than this (UTF-8 bytes) fail unparsed; None: no limit
+        self.max_answer_bytes = max_answer_bytes
+        # (endpoint, token fingerprint) -> the refusal it got, and when; see _refusal()
+        self._refused: dict[tuple[str, str], tuple[EndpointError, float]] = {}
 
     def __repr__(self) -> str:
         return (
@@ -106,16 +119,23 @@ class _Base(Generic[C]):
     ) -> _Call:
         target = ResponseTarget.of(response_model)
         endpoint = kwargs.pop("model", None) or self.endpoint
-        request = {**self.defaults, **kwargs, **build_request(self.mode, target, messages)}
-        request["model"] = endpoint
+        check_text(messages)
+        # the same recipe as dbstruct.cache.request_key, so a table cache's keys match ours
+        request = chat_request(self.mode, target, messages, {**self.defaults, **kwargs}, endpoint)
         _check_size(request, endpoint)
+        window = self.max_context_tokens
+        check_context(request, endpoint, context_window(endpoint) if window == "auto" else window)
         policy = self.policy
         if max_retries is not None:
-            policy = RetryPolicy(
-                max_retries, policy.deadline, policy.backoff_base, policy.backoff_max
-            )
+            policy = replace(policy, max_retries=max_retries)
         steps = attempts(
-            self.mode, target, request, policy, endpoint=endpoint, context=validation_context
+            self.mode,
+            target,
+            request,
+            policy,
+            endpoint=endpoint,
+            context=validation_context,
+            max_answer_bytes=self.max_answer_bytes,
         )
         key = cache_key(self.mode, request) if self.cache is not None else None
         return _Call(steps, target, endpoint, key, validation_context)
@@ -128,7 +148,7 @@ class _Base(Generic[C]):
         validation_context: Any,
         kwargs: dict[str, Any],
     ) -> _Call | Outcome:
-        """The call to run, or its outcome already: a cache hit or a request too large."""
+        """The call to run, or its outcome already: a cache hit or a row that cannot be sent."""
         try:
             call = self._plan(response_model, messages, max_retries, validation_context, kwargs)
         except InputError as e:
@@ -154,6 +174,39 @@ class _Base(Generic[C]):
             return None
         return Outcome(value=hit[0], completion=hit[1], attempts=0)
 
+    # An expired or invalid token, a missing permission or a missing endpoint is refused the
+    # same way on every request: once the endpoint has said so for a token, later requests
+    # with that token fail at once, unsent, rather than hammer the endpoint (a long job whose
+    # notebook token expires would otherwise send every remaining row to get a 401 each).
+    # A refreshed token (OAuth) has another fingerprint, so it is tried again; so is the same
+    # token once REFUSAL_MEMORY_S has passed (a permission granted meanwhile), one request.
+
+    def _refusal(self, endpoint: str, headers: dict[str, str]) -> EndpointError | None:
+        """The error to return unsent, if this endpoint has refused this token lately."""
+        key = (endpoint, _fingerprint(headers))
+        known, when = self._refused.get(key, (None, 0.0))
+        if known is None:
+            return None
+        if time.monotonic() - when > REFUSAL_MEMORY_S:
+            del self._refused[key]
+            return None
+        return type(known)(
+            f"not sent: {known}",
+            endpoint=endpoint,
+            status=known.status,
+            error_code=known.error_code,
+            sent=False,
+        )
+
+    def _translate(
+        self, error: openai.APIError, endpoint: str, headers: dict[str, str]
+    ) -> DbstructError:
+        """:func:`translate`, remembering a refusal of this token (see :meth:`_refusal`)."""
+        translated = translate(error, endpoint, self.credentials)
+        if isinstance(translated, _REFUSALS):
+            self._refused[(endpoint, _fingerprint(headers))] = (translated, time.monotonic())
+        return translated
+
     def _remember(self, call: _Call, outcome: Outcome) -> Outcome:
         if self.cache is not None and call.key is not None and outcome.ok:
             self.cache.put(call.key, to_cached(outcome.value, outcome.usage))
@@ -169,6 +222,19 @@ class _Call:
     endpoint: str
     key: str | None
     context: Any
+
+
+_REFUSALS = (AuthenticationError, PermissionDeniedError, EndpointNotFoundError)
+
+
+def _fingerprint(headers: dict[str, str]) -> str:
+    """A digest of the Authorization header: the latch never keeps the token itself."""
+    return hashlib.sha256(headers.get("Authorization", "").encode()).hexdigest()
+
+
+def _timed(step: Send) -> dict[str, Any]:
+    """The request of an attempt, with its shorter timeout when the deadline is near."""
+    return step.request if step.timeout is None else {**step.request, "timeout": step.timeout}
 
 
 def _raise(outcome: Outcome) -> Any:
@@ -229,7 +295,7 @@ class StructuredClient(_Base[openai.OpenAI]):
             if isinstance(step, Sleep):
                 time.sleep(step.seconds)
             else:
-                answer = self._attempt(step.request)
+                answer = self._attempt(_timed(step))
             try:
                 step = call.steps.send(answer)
             except StopIteration as done:
@@ -238,11 +304,15 @@ class StructuredClient(_Base[openai.OpenAI]):
     def _attempt(self, request: dict[str, Any]) -> Any:
         try:
             headers = self.credentials.headers()
-            return self._openai.chat.completions.create(**request, extra_headers=headers)
-        except openai.APIError as e:
-            return translate(e, request["model"], self.credentials)
         except DbstructError as e:  # a token refresh that failed
             return e
+        known = self._refusal(request["model"], headers)
+        if known is not None:
+            return known
+        try:
+            return self._openai.chat.completions.create(**request, extra_headers=headers)
+        except openai.APIError as e:
+            return self._translate(e, request["model"], headers)
 
     def close(self) -> None:
         self._openai.close()
@@ -309,7 +379,7 @@ class AsyncStructuredClient(_Base[openai.AsyncOpenAI]):
             if isinstance(step, Sleep):
                 await asyncio.sleep(step.seconds)
             else:
-                answer = await self._attempt(step.request)
+                answer = await self._attempt(_timed(step))
             try:
                 step = call.steps.send(answer)
             except StopIteration as done:
@@ -322,9 +392,13 @@ class AsyncStructuredClient(_Base[openai.AsyncOpenAI]):
         answer: Any = None
         try:
             headers = await self.credentials.aheaders()
-            answer = await self._openai.chat.completions.create(**request, extra_headers=headers)
+            answer = self._refusal(request["model"], headers)
+            if answer is None:
+                answer = await self._openai.chat.completions.create(
+                    **request, extra_headers=headers
+                )
         except openai.APIError as e:
-            answer = translate(e, request["model"], self.credentials)
+            answer = self._translate(e, request["model"], headers)
         except DbstructError as e:  # a token refresh that failed
             answer = e
         finally:

@@ -2,6 +2,7 @@
 
     DbstructError
     ├── ConfigurationError          bad arguments, missing credentials, bad conf files
+    │   └── JobStoppedError         a job stopped early: the endpoint refused its rows
     ├── SchemaError                 a model dbstruct cannot turn into an accepted schema
     │   └── SchemaMappingError      a model field with no Spark type (dbstruct.spark)
     ├── EndpointError               the endpoint answered with an HTTP error (status, code)
@@ -15,8 +16,10 @@
     ├── OutputError                 the endpoint answered, but the answer is unusable
     │   ├── InvalidOutputError      unparsable JSON, missing tool call, schema-invalid values
     │   ├── IncompleteOutputError   finish_reason=length: the answer was cut off
+    │   ├── OversizedOutputError    an answer over max_answer_bytes, rejected before parsing
     │   └── RefusalError            the model refused
-    ├── InputError                  a row that cannot be sent (too large), raised before sending
+    ├── InputError                  a row that cannot be sent (too large, over the context
+    │                               window, unencodable text), raised before sending
     └── RetriesExhaustedError       every attempt failed (attempts, last error, last answer, usage)
 
 Messages never contain credentials: nothing here is given a token, and
@@ -37,7 +40,9 @@ __all__ = [
     "IncompleteOutputError",
     "InputError",
     "InvalidOutputError",
+    "JobStoppedError",
     "OutputError",
+    "OversizedOutputError",
     "PermissionDeniedError",
     "RateLimitError",
     "RefusalError",
@@ -91,6 +96,17 @@ class ConfigurationError(DbstructError):
     """Bad arguments, missing credentials or an invalid configuration file."""
 
 
+class JobStoppedError(ConfigurationError):
+    """A job stopped before its end because the endpoint refused its requests (credentials,
+    permission or endpoint name); ``done`` counts what was committed, ``summary`` is the
+    run's summary so far (both set by :func:`dbstruct.jobs.run_job`)."""
+
+    def __init__(self, message: str, *, done: Any = None) -> None:
+        super().__init__(message)
+        self.done = done
+        self.summary: Any = None
+
+
 class SchemaError(DbstructError, TypeError):
     """A response model that cannot be compiled into a schema Databricks accepts."""
 
@@ -105,7 +121,8 @@ class SchemaMappingError(SchemaError):
 
 
 class InputError(DbstructError, ValueError):
-    """A request that cannot be sent as it is (too large, empty); raised before sending."""
+    """A request that cannot be sent as it is (over 4 MB, over the endpoint's context window,
+    text with no UTF-8 encoding); raised before sending, so ``attempts == 0``."""
 
 
 class EndpointError(DbstructError):
@@ -121,11 +138,14 @@ class EndpointError(DbstructError):
         endpoint: str | None = None,
         status: int | None = None,
         error_code: str | None = None,
+        sent: bool = True,
     ) -> None:
         super().__init__(message)
         self.endpoint = endpoint
         self.status = status
         self.error_code = error_code
+        #: False when the client refused to send, knowing the endpoint's answer already
+        self.sent = sent
 
 
 class BadRequestError(EndpointError):
@@ -185,6 +205,17 @@ class InvalidOutputError(OutputError):
 
 class IncompleteOutputError(OutputError):
     """``finish_reason=length``: the answer was cut off at ``max_tokens``."""
+
+
+class OversizedOutputError(OutputError):
+    """An answer larger than the client's ``max_answer_bytes``; rejected before parsing.
+
+    ``raw`` holds only the answer's first KiB, ``size`` its size in bytes (UTF-8).
+    """
+
+    def __init__(self, message: str, *, raw: str | None = None, size: int = 0) -> None:
+        super().__init__(message, raw=raw)
+        self.size = size
 
 
 class RefusalError(OutputError):

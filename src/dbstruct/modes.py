@@ -33,14 +33,30 @@ from dbstruct.errors import (
     IncompleteOutputError,
     InvalidOutputError,
     OutputError,
+    OversizedOutputError,
     RefusalError,
     SchemaError,
 )
 from dbstruct.schema import compile_schema
 
-__all__ = ["Mode", "ResponseTarget", "build_request", "parse_completion", "reask_messages"]
+__all__ = [
+    "DEFAULT_MAX_ANSWER_BYTES",
+    "Mode",
+    "ResponseTarget",
+    "build_request",
+    "parse_completion",
+    "reask_messages",
+]
 
 Message = dict[str, Any]
+
+#: the default of a client's ``max_answer_bytes``. Even an answer as long as a whole 128K-token
+#: context window is about 0.5 MB (some 4 characters a token), and 1 MiB is already a very
+#: large value for one cell of a table: past it an answer is a runaway (a repeating loop, a
+#: padded string), not data.
+DEFAULT_MAX_ANSWER_BYTES = 1 << 20
+#: how much of an oversized answer its error keeps (``raw``)
+_RAW_HEAD = 1024
 
 
 class Mode(str, enum.Enum):
@@ -237,11 +253,20 @@ _FENCE = re.compile(r"```(?:json|JSON)?\s*\n?(.*?)```", re.DOTALL)
 
 
 def parse_completion(
-    mode: Mode, target: ResponseTarget, completion: Any, context: Any = None
+    mode: Mode,
+    target: ResponseTarget,
+    completion: Any,
+    context: Any = None,
+    *,
+    max_answer_bytes: int | None = DEFAULT_MAX_ANSWER_BYTES,
 ) -> Any:
     """The validated answer: a model instance, or a list of them for PARALLEL_TOOLS.
 
+    >>> parse_completion(Mode.TOOLS, ResponseTarget.of(UserExtract), completion)
+
     Raises an :class:`OutputError` subclass for an unusable answer; its ``raw`` holds the text.
+    The answer's text is parsed as JSON, never evaluated; one over ``max_answer_bytes``
+    (None: no limit) is an :class:`OversizedOutputError` before any parsing.
     """
     choices = getattr(completion, "choices", None)
     if not choices:
@@ -251,6 +276,8 @@ def parse_completion(
     refusal = getattr(message, "refusal", None)
     if refusal:
         raise RefusalError(f"the model refused: {refusal}", raw=str(refusal))
+    if max_answer_bytes is not None:
+        _check_answer_size(message, max_answer_bytes)
     if choice.finish_reason == "content_filter":
         raise RefusalError("the answer was withheld by a content filter", raw=message.content)
     if choice.finish_reason == "length":
@@ -274,6 +301,29 @@ def parse_completion(
         match = _FENCE.search(text)
         text = match.group(1) if match else text
     return _validate(target.model, text, context)
+
+
+def _check_answer_size(message: Any, limit: int) -> None:
+    """Refuse an answer whose text (every tool call's arguments, the function call's, the
+    content) is over ``limit`` bytes, before it is parsed: a runaway answer costs one error,
+    not the memory and CPU of parsing it, nor a huge value in a table."""
+    pieces = [c.function.arguments or "" for c in getattr(message, "tool_calls", None) or []]
+    call = getattr(message, "function_call", None)
+    if call is not None:
+        pieces.append(call.arguments or "")
+    pieces.append(_answer_text(getattr(message, "content", None)))
+    # A str of n characters takes at most 4n bytes in UTF-8: most answers need no encoding.
+    if sum(len(p) for p in pieces) * 4 <= limit:
+        return
+    size = sum(len(p.encode("utf-8", "surrogatepass")) for p in pieces)
+    if size > limit:
+        head = next((p for p in pieces if p), "")[:_RAW_HEAD]
+        raise OversizedOutputError(
+            f"the answer is {size} bytes, over max_answer_bytes={limit}; not parsed "
+            "(a runaway answer: lower max_tokens, or raise max_answer_bytes if it is expected)",
+            raw=head,
+            size=size,
+        )
 
 
 def _answer_text(content: Any) -> str:

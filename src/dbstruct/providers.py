@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import Any, Literal
 
 import openai
 
@@ -12,7 +12,7 @@ from dbstruct.auth import Credentials, resolve_credentials
 from dbstruct.cache import ResponseCache, open_cache
 from dbstruct.client import AsyncStructuredClient, StructuredClient
 from dbstruct.errors import ConfigurationError
-from dbstruct.modes import Mode
+from dbstruct.modes import DEFAULT_MAX_ANSWER_BYTES, Mode
 
 __all__ = ["from_provider", "parse_model"]
 
@@ -35,6 +35,20 @@ def parse_model(model: str) -> str:
     if not endpoint or "/" in endpoint:
         raise ConfigurationError(f"no endpoint name in {model!r}; expected {SUPPORTED}")
     return endpoint
+
+
+def _check_limits(max_context_tokens: object, max_answer_bytes: object) -> None:
+    def positive(value: object) -> bool:
+        return isinstance(value, int) and not isinstance(value, bool) and value > 0
+
+    if not (max_context_tokens in (None, "auto") or positive(max_context_tokens)):
+        raise ConfigurationError(
+            f"max_context_tokens must be a positive int, 'auto' or None; got {max_context_tokens!r}"
+        )
+    if not (max_answer_bytes is None or positive(max_answer_bytes)):
+        raise ConfigurationError(
+            f"max_answer_bytes must be a positive int or None; got {max_answer_bytes!r}"
+        )
 
 
 def _mode(mode: Mode | str) -> Mode:
@@ -60,6 +74,8 @@ def from_provider(
     max_connections: int = 64,
     credentials: Credentials | None = None,
     cache: ResponseCache | str | os.PathLike[str] | None = None,
+    max_context_tokens: int | Literal["auto"] | None = "auto",
+    max_answer_bytes: int | None = DEFAULT_MAX_ANSWER_BYTES,
     **defaults: Any,
 ) -> Any:
     """A structured client for a Databricks serving endpoint.
@@ -72,11 +88,20 @@ def from_provider(
     (temperature, max_tokens, ...) are defaults of every ``create()``; a per-call value wins.
     ``cache`` (a path or a :class:`dbstruct.cache.DiskCache`) answers a request seen before
     from disk, without sending it; see :mod:`dbstruct.cache`.
+
+    Per-row limits, checked without failing the batch: a prompt over ``max_context_tokens``
+    (estimated; ``"auto"``: the endpoint's documented context window when dbstruct knows it,
+    :data:`dbstruct._input.CONTEXT_WINDOWS`; None: no check) is an ``InputError`` before
+    sending. The estimate is approximate (about four characters a token), so near the limit
+    the endpoint's own 400 may still come, as a per-row ``BadRequestError``. An answer over
+    ``max_answer_bytes`` (default 1 MiB; None: no limit) is an ``OversizedOutputError``,
+    not parsed and not retried.
     """
     endpoint = parse_model(model)
     chosen = _mode(mode)
     if max_retries < 0:
         raise ConfigurationError(f"max_retries must be >= 0, got {max_retries}")
+    _check_limits(max_context_tokens, max_answer_bytes)
     creds = credentials or resolve_credentials(base_url=base_url, api_key=api_key)
     # The Limits class comes from the HTTP library this openai version uses (httpx or httpx2).
     limits = type(openai.DEFAULT_CONNECTION_LIMITS)(
@@ -88,7 +113,7 @@ def from_provider(
         "max_retries": 0,  # dbstruct retries, with Databricks' rules
         "timeout": timeout,
     }
-    policy = RetryPolicy(max_retries=max_retries, deadline=total_timeout)
+    policy = RetryPolicy(max_retries=max_retries, deadline=total_timeout, attempt_timeout=timeout)
     options: dict[str, Any] = {
         "endpoint": endpoint,
         "mode": chosen,
@@ -96,6 +121,8 @@ def from_provider(
         "policy": policy,
         "defaults": defaults,
         "cache": open_cache(cache),
+        "max_context_tokens": max_context_tokens,
+        "max_answer_bytes": max_answer_bytes,
     }
     if async_client:
         http = openai.DefaultAsyncHttpxClient(limits=limits, timeout=timeout)

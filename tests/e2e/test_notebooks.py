@@ -225,19 +225,18 @@ def test_dataframe_extraction(spark: Any, ws: Workspace) -> None:
         TicketTriage.model_validate({k: fields[k] for k in TicketTriage.model_fields})
 
     assert {r["ticket_id"]: r["error"].split(":")[0] for r in failures.rows} == {
-        "TRICKY-5": "BadRequestError",  # over the context window: the endpoint's 400
+        "TRICKY-5": "InputError",  # over the endpoint's context window: refused before sending
         "TRICKY-6": "InputError",  # over 4 MB: refused before sending
     }
     assert dict(zip(outcomes.column("outcome"), outcomes.column("count"), strict=True)) == {
         "ok": 42,
         "skipped: no text": 2,
-        "BadRequestError": 1,
-        "InputError": 1,
+        "InputError": 2,
     }
     assert tricky.column("ticket_id") == [f"TRICKY-{i}" for i in range(1, 7)]
 
-    stats = ws.emu.stats()  # one request per row with text, but none for the 4 MB one
-    assert (stats.requests, stats.status(200), stats.status(400)) == (43, 42, 1)
+    stats = ws.emu.stats()  # one request per row with text, none for the two too long
+    assert (stats.requests, stats.status(200), stats.status(400)) == (42, 42, 0)
     (totals,) = cost.rows
     assert totals["triaged"] == 42
     assert totals["prompt_tokens"] == stats.prompt_tokens

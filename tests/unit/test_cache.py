@@ -263,3 +263,39 @@ def test_pickling_keeps_the_path_and_reopens(tmp_path: Path) -> None:
 def test_a_bad_cache_argument_is_refused(emu: Emulator) -> None:
     with pytest.raises(ConfigurationError, match="cache must be a path"):
         client(emu, 42)
+
+
+# ---------------------------------------------------------------- the key without a client
+
+
+@pytest.mark.parametrize("mode", [Mode.TOOLS, Mode.JSON, Mode.MD_JSON])
+def test_request_key_is_the_key_the_client_stores(
+    emu: Emulator, tmp_path: Path, mode: Mode
+) -> None:
+    from dbstruct.cache import request_key
+
+    c = client(emu, tmp_path / "c", mode, temperature=0.2, max_tokens=300, timeout=30)
+    c.create(UserExtract, MESSAGES)
+    (stored,) = _keys(tmp_path / "c")
+    assert request_key(mode, UserExtract, MESSAGES, c.defaults, ENDPOINT) == stored
+    assert request_key(mode, UserExtract, MESSAGES, {}, ENDPOINT) != stored  # defaults count
+
+
+def test_the_spark_row_key_is_the_clients_key_and_null_for_blank_rows(
+    emu: Emulator, tmp_path: Path
+) -> None:
+    pytest.importorskip("pyspark")
+    from dbstruct.spark import structured_udf
+    from dbstruct.spark._table_cache import key_spec, row_key
+
+    udf = structured_udf(
+        UserExtract, f"databricks/{ENDPOINT}", "Who is this? {text}",
+        base_url=emu.base_url, api_key=emu.token, temperature=0.0, timeout=20,
+    )  # fmt: skip
+    spec = key_spec(udf)
+    c = client(emu, tmp_path / "c", temperature=0.0, timeout=20)
+    c.create(UserExtract, [{"role": "user", "content": "Who is this? jason is 25"}])
+    (stored,) = _keys(tmp_path / "c")
+    assert row_key(spec, ["jason is 25"]) == stored
+    assert row_key(spec, [None]) is None and row_key(spec, [" \n"]) is None
+    assert sent(emu) == 1  # keys are computed without a request

@@ -227,6 +227,7 @@ def test_retries_exhausted_carries_attempts_usage_and_the_last_answer(emu: Emula
     [
         "[[fault:429]]",
         "[[fault:429_body]]",
+        "[[fault:429_bare]]",
         "[[fault:500]]",
         "[[fault:502]]",
         "[[fault:503]]",
@@ -265,6 +266,7 @@ def test_timeouts_are_retried_within_the_deadline(emu: Emulator) -> None:
     [
         ("[[fault:length]]", dbstruct.IncompleteOutputError),
         ("[[fault:refusal]]", dbstruct.RefusalError),
+        ("[[fault:oversized]]", dbstruct.OversizedOutputError),
     ],
 )
 def test_length_and_refusal_are_not_retried(

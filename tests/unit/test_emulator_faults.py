@@ -69,6 +69,17 @@ def test_429_with_retry_after_header_and_in_the_body(emu: Emulator) -> None:
     assert emu.stats().by_fault == {"429": 2, "429_body": 1}
 
 
+def test_429_bare_announces_no_delay_anywhere(emu: Emulator) -> None:
+    emu.script([Fault("429_bare")])
+    answer = post(emu)
+    assert answer.status_code == 429 and "Retry-After" not in answer.headers
+    assert answer.json() == {
+        "error_code": "REQUEST_LIMIT_EXCEEDED",
+        "message": "REQUEST_LIMIT_EXCEEDED: Exceeded workspace rate limit for m.",
+    }
+    assert emu.stats().by_fault == {"429_bare": 1}
+
+
 def test_server_errors(emu: Emulator) -> None:
     emu.script([Fault("500"), Fault("502"), Fault("503"), Fault("504")])
     answers = [post(emu) for _ in range(4)]
@@ -146,6 +157,19 @@ def test_output_faults(emu: Emulator) -> None:
     assert contents[2]["finish_reason"] == "length"
 
 
+def test_oversized_answers_are_valid_json_over_1_mib_in_every_shape(emu: Emulator) -> None:
+    emu.script([Fault("oversized")] * 3)
+    tools = post(emu, tools=TOOLS, tool_choice=FORCED, max_tokens=10).json()["choices"][0]
+    fmt = post(emu, response_format=FORMAT).json()["choices"][0]
+    text = post(emu).json()["choices"][0]
+    arguments = tools["message"]["tool_calls"][0]["function"]["arguments"]
+    for answer in (arguments, fmt["message"]["content"]):
+        assert len(answer.encode()) > 1 << 20 and valid_user(answer)
+    assert tools["finish_reason"] == "tool_calls"  # max_tokens does not cut it
+    assert len(text["message"]["content"].encode()) > 1 << 20
+    assert emu.stats().by_fault == {"oversized": 3}
+
+
 # ---------------------------------------------------------------- markers
 
 
@@ -182,9 +206,11 @@ def test_output_marker_counts_attempts_across_reasks(emu: Emulator) -> None:
     assert valid_user(again["choices"][0]["message"]["content"])
 
 
-EXPECTED = {"429": 429, "429_body": 429, "500": 500, "502": 502, "503": 503, "504": 504}
-EXPECTED |= {"timeout": 504, "drop": 0}
-EXPECTED |= {k: 200 for k in ("malformed", "invalid", "length", "refusal", "empty", "wrong_tool")}
+EXPECTED = {"429": 429, "429_body": 429, "429_bare": 429}
+EXPECTED |= {"500": 500, "502": 502, "503": 503, "504": 504, "timeout": 504, "drop": 0}
+EXPECTED |= dict.fromkeys(
+    ("malformed", "invalid", "length", "refusal", "empty", "wrong_tool", "oversized"), 200
+)
 
 
 def status_of(emu: Emulator, text: str) -> int:

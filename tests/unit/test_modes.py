@@ -11,7 +11,12 @@ import pytest
 from openai.types.chat import ChatCompletion
 from pydantic import BaseModel
 
-from dbstruct.errors import IncompleteOutputError, InvalidOutputError, RefusalError
+from dbstruct.errors import (
+    IncompleteOutputError,
+    InvalidOutputError,
+    OversizedOutputError,
+    RefusalError,
+)
 from dbstruct.modes import Mode, ResponseTarget, build_request, parse_completion, reask_messages
 from tests.corpus import Order, UserExtract
 
@@ -212,3 +217,56 @@ def test_json_reask_shows_the_answer_and_asks_for_json(mode: Mode) -> None:
 def test_response_target_rejects_non_models() -> None:
     with pytest.raises(TypeError, match="BaseModel"):
         ResponseTarget.of(dict)
+
+
+# ---------------------------------------------------------------- oversized answers
+
+
+def padded_args(total: int) -> str:
+    """Valid UserExtract arguments of exactly ``total`` bytes (UTF-8)."""
+    shell = '{"name": "", "age": 1}'
+    return '{"name": "' + "x" * (total - len(shell)) + '", "age": 1}'
+
+
+@pytest.mark.parametrize(
+    ("mode", "message"),
+    [
+        (Mode.TOOLS, lambda args: tool_answer("UserExtract", args)),
+        (
+            Mode.FUNCTIONS,
+            lambda args: {
+                "content": None,
+                "function_call": {"name": "UserExtract", "arguments": args},
+            },
+        ),
+        (Mode.JSON, lambda args: {"content": args}),
+        (Mode.MD_JSON, lambda args: {"content": f"```json\n{args}\n```"}),
+    ],
+    ids=["tool_call", "function_call", "content", "fenced"],
+)
+def test_answers_over_max_answer_bytes_are_rejected_unparsed(mode: Mode, message: Any) -> None:
+    target = ResponseTarget.of(UserExtract)
+    limit = 4096
+    fits = completion(message(padded_args(limit - 20)))
+    assert parse_completion(mode, target, fits, max_answer_bytes=limit).age == 1
+    over = completion(message(padded_args(limit + 1)))
+    with pytest.raises(OversizedOutputError, match=f"over max_answer_bytes={limit}") as caught:
+        parse_completion(mode, target, over, max_answer_bytes=limit)
+    assert caught.value.size > limit and len(caught.value.raw or "") <= 1024
+    assert parse_completion(mode, target, over, max_answer_bytes=None).age == 1  # no limit
+
+
+def test_answer_size_counts_utf8_bytes_not_characters() -> None:
+    target = ResponseTarget.of(UserExtract)
+    args = '{"name": "' + "é" * 1000 + '", "age": 1}'  # 1000 characters, 2000 bytes of name
+    answer = completion(tool_answer("UserExtract", args))
+    assert parse_completion(Mode.TOOLS, target, answer, max_answer_bytes=2100).age == 1
+    with pytest.raises(OversizedOutputError):
+        parse_completion(Mode.TOOLS, target, answer, max_answer_bytes=1500)
+
+
+def test_the_default_limit_is_1_mib() -> None:
+    target = ResponseTarget.of(UserExtract)
+    with pytest.raises(OversizedOutputError):
+        parse_completion(Mode.JSON, target, completion({"content": padded_args((1 << 20) + 1)}))
+    assert parse_completion(Mode.JSON, target, completion({"content": padded_args(1 << 20)}))

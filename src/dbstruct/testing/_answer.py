@@ -17,6 +17,9 @@ then a text block), as Databricks documents for that model ("this model returns 
 list of blocks; extract the block with type "text"":
 https://learn.microsoft.com/en-us/azure/databricks/machine-learning/model-serving/structured-outputs).
 
+The "oversized" fault answers valid JSON over 1 MiB (a string field padded; ``max_tokens`` is
+not applied): what a runaway model sends, for the client's ``max_answer_bytes``.
+
 A refusal is OpenAI's: ``message.refusal`` set and ``content`` null, ``finish_reason`` "stop"
 (https://platform.openai.com/docs/guides/structured-outputs#refusals); Databricks documents no
 refusal field of its own (chosen: the OpenAI-compatible form).
@@ -127,6 +130,8 @@ class _Builder:
         if fault == "invalid" or (fault == "wrong_tool" and not calls):
             name, value = pairs[0]
             pairs[0] = (name, break_value(value, schemas[0], schemas[0]))
+        if fault == "oversized":
+            pairs = [(name, _padded(value)) for name, value in pairs]
         return pairs
 
     # ------------------------------------------------------------ message
@@ -183,6 +188,7 @@ class _Builder:
         if kind == "text" and not isinstance(value, _Verbatim):
             words = " ".join(self.hints.words[:12]) or "your message"
             text = f"This is an emulated answer about: {words}."
+            text += _PADDING if fault == "oversized" else ""
         elif kind == "fenced" and not isinstance(value, _Verbatim):
             inner = _serialise(value, indent=2)
             inner = _malform(inner) if fault == "malformed" else inner
@@ -233,6 +239,23 @@ def _scripted(value: Any) -> Any:
     return _Verbatim(value) if isinstance(value, str) else value
 
 
+#: what an "oversized" answer is padded with: past the client's default max_answer_bytes (1 MiB)
+OVERSIZED_BYTES = (1 << 20) + (1 << 16)
+_PADDING = " padding" * (OVERSIZED_BYTES // 8)
+
+
+def _padded(value: Any) -> Any:
+    """``value`` still valid JSON (and of its schema, where it has a string field), but over
+    :data:`OVERSIZED_BYTES` once serialised: its first string field padded, else a field
+    added. A runaway answer of a model that kept writing one value."""
+    if not isinstance(value, dict):
+        return {"value": value, "padding": _PADDING}
+    for key, item in value.items():
+        if isinstance(item, str):
+            return {**value, key: item + _PADDING}
+    return {**value, "padding": _PADDING}
+
+
 def _malform(text: str) -> str:
     """JSON that does not parse: the closing bracket replaced by a dangling comma."""
     stripped = text.rstrip()
@@ -261,7 +284,8 @@ def build_completion(
 ) -> tuple[dict[str, Any], int]:
     """The completion body and its completion-token count."""
     built = _Builder(body, endpoint, rng, hints).build(source, fault)
-    built = _apply_max_tokens(built, body)
+    if fault != "oversized":  # a runaway answer: max_tokens unset or set far too high
+        built = _apply_max_tokens(built, body)
     completion_tokens = max(1, estimate_tokens(built.text)) if built.message else 0
     choices = []
     if built.message is not None:

@@ -12,6 +12,7 @@ __all__ = ["FAULT_KINDS", "OUTPUT_FAULTS", "EmulatorConfig"]
 FAULT_KINDS = (
     "429",  # 429 with a Retry-After header
     "429_body",  # 429 with the delay only in the body (google.rpc.RetryInfo detail)
+    "429_bare",  # 429 with no delay at all: no Retry-After, no RetryInfo
     "500",
     "502",
     "503",
@@ -24,10 +25,13 @@ FAULT_KINDS = (
     "refusal",  # message.refusal set, content null
     "empty",  # "choices": []
     "wrong_tool",  # a tool/function call with a name that was not offered
+    "oversized",  # valid JSON over 1 MiB (a string padded), max_tokens ignored
 )
 
 #: the kinds that still answer 200 (the model's output is what is wrong)
-OUTPUT_FAULTS = frozenset({"malformed", "invalid", "length", "refusal", "empty", "wrong_tool"})
+OUTPUT_FAULTS = frozenset(
+    {"malformed", "invalid", "length", "refusal", "empty", "wrong_tool", "oversized"}
+)
 
 # https://docs.databricks.com/aws/en/machine-learning/model-serving/model-serving-limits
 # "Payload size | Per request | 16 MB. For endpoints serving foundation models, external

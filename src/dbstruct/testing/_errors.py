@@ -137,7 +137,7 @@ def not_found(endpoint: str) -> ApiError:
 
 def rate_limited(
     endpoint: str,
-    retry_after: float,
+    retry_after: float | None,
     *,
     header: bool = True,
     what: str = "rate limit",
@@ -148,18 +148,21 @@ def rate_limited(
     ``header``: ``Retry-After`` in whole seconds (what the platform sends, per databricks-sdk
     errors/customizer.py); otherwise the delay is only in the body, as a
     ``google.rpc.RetryInfo`` error detail (the platform's error-details format, parsed by
-    databricks-sdk errors/details.py).
+    databricks-sdk errors/details.py). ``retry_after`` None: no delay anywhere (the limits
+    page documents the 429 but not that a delay comes with it, so a client must cope).
     """
     # Body FMAPI endpoints send: {"error_code":"REQUEST_LIMIT_EXCEEDED","message":
     # "REQUEST_LIMIT_EXCEEDED: Exceeded workspace rate limit for <endpoint>..."}; public client
     # code matches on exactly this prefix (the rest of the sentence is ours). Limits and the 429:
     # https://docs.databricks.com/aws/en/machine-learning/foundation-model-apis/limits
-    seconds = max(1, math.ceil(retry_after))
     body: dict[str, Any] = {
         "error_code": "REQUEST_LIMIT_EXCEEDED",
         "message": f"REQUEST_LIMIT_EXCEEDED: Exceeded workspace {what} for {endpoint}.",
     }
     headers: dict[str, str] = {}
+    if retry_after is None:
+        return ApiError(429, body, headers=headers, fault=fault)
+    seconds = max(1, math.ceil(retry_after))
     if header:
         headers["Retry-After"] = str(seconds)
     else:

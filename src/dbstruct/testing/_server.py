@@ -168,9 +168,10 @@ class ChatHandler:
         fault = decision.fault
         if fault is not None:
             _bump(stats.by_fault, fault)
-        if fault in ("429", "429_body"):
+        if fault in ("429", "429_body", "429_bare"):
             retry = decision.params.get("retry_after") or state.config.retry_after
-            raise rate_limited(endpoint, retry, header=fault == "429", fault=None)
+            delay = None if fault == "429_bare" else retry
+            raise rate_limited(endpoint, delay, header=fault == "429", fault=None)
         if decision.latency > 0:
             await asyncio.sleep(decision.latency)
         if fault in ("500", "502", "503", "504"):

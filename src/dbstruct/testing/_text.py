@@ -1,18 +1,21 @@
 """Reading request text: message contents, fault markers, value hints, schemas in prompts.
 
 Token counts are an approximation, the same for prompt and completion: one token per four
-characters (rounded up), plus four per message for the chat template. Real tokenizers differ
-per model; tests assert on the emulator's own counts, never on a real tokenizer's.
+characters (rounded up), plus four per message for the chat template. They are the client's
+own estimate (:mod:`dbstruct._input`), so its context check and the emulator's 400 agree.
+Real tokenizers differ per model; tests assert on the emulator's own counts, never on a real
+tokenizer's.
 """
 
 from __future__ import annotations
 
 import json
-import math
 import re
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
+
+from dbstruct._input import content_text, estimate_tokens, prompt_tokens
 
 __all__ = [
     "Hints",
@@ -29,39 +32,6 @@ __all__ = [
 #: ``[[fault:KIND]]``, ``[[fault:KINDxN]]``, ``[[latency:SECONDS]]`` in any message text
 MARKER = re.compile(r"\[\[(fault|latency):([A-Za-z0-9_.]+)\]\]")
 _COUNT = re.compile(r"^(.*?)x(\d+)$")
-
-
-def content_text(content: Any) -> str:
-    """The text of a message ``content``: a string, or the text parts of a list."""
-    if content is None:
-        return ""
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        return "\n".join(
-            str(p.get("text", "")) for p in content if isinstance(p, dict) and "text" in p
-        )
-    return str(content)
-
-
-def estimate_tokens(text: str) -> int:
-    return math.ceil(len(text) / 4)
-
-
-def prompt_tokens(body: dict[str, Any], specs: dict[str, str]) -> int:
-    """Approximate prompt tokens: messages, plus the tool and response-format definitions
-    (``specs``: their JSON text, as :func:`dbstruct.testing._validate.canonical_specs`)."""
-    total = 0
-    for message in body.get("messages") or []:
-        if isinstance(message, dict):
-            total += 4 + estimate_tokens(content_text(message.get("content")))
-            calls = message.get("tool_calls")
-            if calls:
-                total += estimate_tokens(json.dumps(calls))
-    for key in ("tools", "functions", "response_format"):
-        if body.get(key):
-            total += math.ceil(len(specs[key]) / 4)
-    return total
 
 
 # ---------------------------------------------------------------- markers
