@@ -174,6 +174,94 @@ def test_a_refused_first_chunk_stops_the_run_and_keeps_nothing(
     assert (summary.processed, summary.failed, summary.skipped) == (50, 0, 0)
 
 
+# ------------------------------------------------------------------ a token that expires mid-job
+
+
+def refused(emu: Emulator) -> int:
+    stats = emu.stats()
+    return stats.status(401) + stats.status(403)
+
+
+def test_a_token_expiring_mid_job_stops_it_early_and_the_rerun_finishes(
+    spark: Any, emu: Emulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from dbstruct.errors import JobStoppedError
+    from dbstruct.jobs import run as run_module
+
+    source = write_source(tmp_path / "in.jsonl", [text(i) for i in range(120)])
+    target = tmp_path / "out"
+    data = job(source, target, chunk_rows=40, concurrency=4, partitions=2)
+    chunk_stats = run_module._batch_stats
+
+    def expire_after_the_first_chunk(*args: Any) -> Any:
+        emu.configure(tokens=["dapi-a-fresh-one"])  # the notebook's token expires
+        return chunk_stats(*args)
+
+    monkeypatch.setattr(run_module, "_batch_stats", expire_after_the_first_chunk)
+    with pytest.raises(JobStoppedError) as stopped:
+        run_job(spark, conf_of(data), credentials=creds(emu))
+    monkeypatch.undo()
+    emu.configure(tokens=[emu.token])
+
+    message = str(stopped.value)
+    assert "refused every row of chunk 2 of 3" in message and "service principal" in message
+    assert "nothing of this chunk was kept" in message
+    first = emu.stats().status(200)  # the first chunk: about 40 rows (split by id hash)
+    summary = stopped.value.summary
+    assert (summary.processed, summary.succeeded, summary.failed) == (first, first, 0)
+    # 2 tasks x 4 in flight at most reached the endpoint with the dead token; chunk 3 never ran
+    assert 1 <= refused(emu) <= 8
+    assert emu.stats().requests == first + refused(emu)
+    assert len(target_rows(spark, target)) == first
+
+    rerun = run_job(spark, conf_of(data), credentials=creds(emu))
+    assert (rerun.processed, rerun.succeeded, rerun.skipped) == (120 - first, 120 - first, first)
+    rows = target_rows(spark, target)
+    assert sorted(r["id"] for r in rows) == list(range(120))
+    assert emu.stats().status(200) == 120  # no row was paid for twice
+
+
+def test_rows_refused_part_way_through_a_chunk_are_sent_again_by_the_rerun(
+    spark: Any, emu: Emulator, tmp_path: Path
+) -> None:
+    import threading
+
+    from dbstruct.errors import JobStoppedError
+
+    emu.configure(latency=0.05)
+    source = write_source(tmp_path / "in.jsonl", [text(i) for i in range(200)])
+    target = tmp_path / "out"
+    data = job(source, target, chunk_rows=200, concurrency=2, partitions=2)
+    stop = threading.Event()
+
+    def expire_after_50_answers() -> None:
+        while not stop.wait(0.01):
+            if emu.stats().status(200) >= 50:
+                emu.configure(tokens=["dapi-a-fresh-one"])
+                return
+
+    expire = threading.Thread(target=expire_after_50_answers, daemon=True)
+    expire.start()
+    try:
+        with pytest.raises(JobStoppedError, match="service principal") as stopped:
+            run_job(spark, conf_of(data), credentials=creds(emu))
+    finally:
+        stop.set()
+        expire.join()
+        emu.configure(tokens=[emu.token], latency=0.0)
+    answered = emu.stats().status(200)
+    assert 0 < answered < 200, "the token should expire part-way through the chunk"
+    assert refused(emu) <= 4  # 2 tasks x 2 in flight; the other rows were failed unsent
+    assert stopped.value.summary.succeeded == answered
+
+    rerun = run_job(spark, conf_of(data), credentials=creds(emu))
+    assert rerun.processed == 200 - answered and rerun.failed == 0
+    rows = target_rows(spark, target)
+    assert sorted(r["id"] for r in rows) == list(range(200))  # each id once, newest row kept
+    assert all(r["error"] is None for r in rows)
+    assert emu.stats().status(200) == 200  # every row answered once, none paid twice
+
+
 # ------------------------------------------------------------------ retry_failed
 
 

@@ -22,16 +22,11 @@ from dbstruct.errors import ConfigurationError, SchemaMappingError
 from dbstruct.spark import spark_schema, structured_udf
 from dbstruct.spark._frames import STATUS_FIELDS
 from dbstruct.testing import Emulator
+from tests.spark.rows import User, age_of, frame, make_udf, name_of, text_of
 
 pytestmark = [pytest.mark.spark, pytest.mark.timeout(240)]
 
 TOKEN = f"tok-{uuid.uuid4().hex}"  # unique: searched for in plans and reprs
-PROMPT = "Extract the user from this text: {text}"
-
-
-class User(BaseModel):
-    name: str
-    age: int
 
 
 class Sentiment(BaseModel):
@@ -47,24 +42,6 @@ class Loose(BaseModel):
 cloudpickle.register_pickle_by_value(sys.modules[__name__])  # type: ignore[no-untyped-call]
 
 
-def name_of(i: int) -> str:
-    """A capitalised word unique to ``i`` (the emulator takes it as the name)."""
-    letters = ""
-    while True:
-        i, r = divmod(i, 26)
-        letters += chr(ord("a") + r)
-        if i == 0:
-            return "Q" + letters
-
-
-def text_of(i: int) -> str:
-    return f"{name_of(i)} is {age_of(i)} years old"
-
-
-def age_of(i: int) -> int:
-    return i % 100  # the emulator takes integers in 0..100 for an unbounded field
-
-
 @pytest.fixture(scope="module")
 def emulator() -> Iterator[Emulator]:
     with Emulator(token=TOKEN, retry_after=0.05) as emu:
@@ -75,19 +52,6 @@ def emulator() -> Iterator[Emulator]:
 def emu(emulator: Emulator) -> Emulator:
     emulator.reset()
     return emulator
-
-
-def make_udf(emu: Emulator, model: type[BaseModel] = User, **kw: Any) -> Any:
-    kw.setdefault("prompt", PROMPT)
-    kw.setdefault("max_retries", 2)
-    return structured_udf(
-        model, "databricks/test-llm", base_url=emu.base_url, api_key=emu.token, **kw
-    )
-
-
-def frame(spark: Any, texts: list[str | None]) -> Any:
-    pdf = pd.DataFrame({"id": range(len(texts)), "text": pd.Series(texts, dtype=object)})
-    return spark.createDataFrame(pdf, "id long, text string")
 
 
 # ------------------------------------------------------------------ end to end, 10k rows

@@ -84,6 +84,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.rows > 0:
             _show_rows(spark, conf, summary, args.rows)
     except ConfigurationError as e:
+        stopped = getattr(e, "summary", None)
+        if stopped is not None:  # a JobStoppedError: say what was committed before the stop
+            print(stopped.to_text())
         print(f"dbstruct run: {e}", file=sys.stderr)
         return 2
     finally:

@@ -22,6 +22,7 @@ class ChunkStats:
     empty: int = 0  # null or blank text: nothing was sent
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    cached: int = 0  # answered from the response cache: nothing was sent
 
     def __add__(self, other: ChunkStats) -> ChunkStats:
         return ChunkStats(*(getattr(self, f.name) + getattr(other, f.name) for f in fields(self)))
@@ -31,7 +32,8 @@ class ChunkStats:
 class JobSummary:
     """The outcome of :func:`dbstruct.jobs.run_job`.
 
-    ``processed`` rows were sent (or found empty) in this run; ``skipped`` source rows were
+    ``processed`` rows were written in this run: sent (``succeeded`` or ``failed``), found
+    empty, or answered from the response cache (``cached``); ``skipped`` source rows were
     already in the target (resumed or incremental runs). ``error_rate`` is failed/processed.
     """
 
@@ -60,6 +62,10 @@ class JobSummary:
     @property
     def failed(self) -> int:
         return self.done.failed
+
+    @property
+    def cached(self) -> int:
+        return self.done.cached
 
     @property
     def prompt_tokens(self) -> int:
@@ -94,6 +100,7 @@ class JobSummary:
             f"    failed      {d.failed:>10,}   error rate {self.error_rate:.2%} "
             f"({verdict} max_error_rate {self.max_error_rate:.2%})",
             f"    no text     {d.empty:>10,}   null or blank: nothing sent",
+            f"    cached      {d.cached:>10,}   answered from the response cache: nothing sent",
             f"  tokens in     {d.prompt_tokens:>10,}",
             f"  tokens out    {d.completion_tokens:>10,}",
             f"  wall time     {format_duration(self.wall_seconds):>10}   "
@@ -141,7 +148,8 @@ class Progress:
         line = (
             f"chunk {self.committed}/{self.chunks} committed: {self.done.rows:,} of "
             f"{self.total:,} rows ({share:.0%}), {rate:,.1f} rows/s, ETA {eta}; "
-            f"{self.done.failed:,} failed, tokens {self.done.prompt_tokens:,} in / "
+            f"{self.done.failed:,} failed, {self.done.cached:,} cached, "
+            f"tokens {self.done.prompt_tokens:,} in / "
             f"{self.done.completion_tokens:,} out"
         )
         logger.info("%s", line)

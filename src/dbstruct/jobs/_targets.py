@@ -37,7 +37,7 @@ if TYPE_CHECKING:
 
     from dbstruct.jobs.conf import TargetConfig
 
-__all__ = ["Target", "batch_name", "delta_available", "open_target"]
+__all__ = ["Target", "batch_name", "delta_available", "open_target", "table_provider"]
 
 logger = logging.getLogger("dbstruct.jobs")
 
@@ -355,7 +355,8 @@ def delta_available(spark: SparkSession) -> bool:
     return "DeltaSparkSessionExtension" in extensions
 
 
-def _table_provider(spark: SparkSession, table: str) -> str | None:
+def table_provider(spark: SparkSession, table: str) -> str | None:
+    """A table's format (``delta``, ``parquet``, ...), or None when there is no such table."""
     if not spark.catalog.tableExists(table):
         return None
     for row in spark.sql(f"DESCRIBE TABLE EXTENDED {table}").collect():
@@ -367,7 +368,7 @@ def _table_provider(spark: SparkSession, table: str) -> str | None:
 def open_target(spark: SparkSession, conf: TargetConfig, id_column: str) -> Target:
     """The target the job file names, in the format it asks for or ``auto`` picks."""
     if conf.table is not None:
-        provider = _table_provider(spark, conf.table)
+        provider = table_provider(spark, conf.table)
         fmt: str = conf.format
         if fmt == "auto":
             fmt = provider or ("delta" if delta_available(spark) else "parquet")

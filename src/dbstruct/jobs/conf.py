@@ -38,6 +38,7 @@ from dbstruct.jobs._secrets import check_reference_syntax, inline_secret_errors,
 from dbstruct.modes import Mode
 
 __all__ = [
+    "CacheConfig",
     "CredentialsConfig",
     "EmulatorSettings",
     "JobConfig",
@@ -163,6 +164,26 @@ class TargetConfig(_Section):
         return self.table or str(self.path)
 
 
+class CacheConfig(_Section):
+    """The response cache table (:class:`dbstruct.spark.TableCache`): rows whose request was
+    answered before, by this job or another, are not sent again."""
+
+    table: str | None = None
+    path: str | None = None
+    format: Literal["auto", "delta", "parquet"] = "auto"
+
+    _check_table = field_validator("table")(_table_name)
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> CacheConfig:
+        if (self.table is None) == (self.path is None):
+            raise ValueError("give exactly one of table or path")
+        return self
+
+    def describe(self) -> str:
+        return self.table or str(self.path)
+
+
 class CredentialsConfig(_Section):
     """How to reach the workspace; secrets only as references. Omitted: dbstruct's usual
     order (DATABRICKS_HOST/DATABRICKS_TOKEN, notebook context, databricks-sdk profiles)."""
@@ -219,6 +240,7 @@ class JobConfig(_Section):
     retry_failed: bool = False
     max_error_rate: float = Field(default=0.05, ge=0, le=1)
     target: TargetConfig
+    cache: CacheConfig | None = None
     emulator: EmulatorSettings | None = None
     credentials: CredentialsConfig | None = None
 

@@ -22,7 +22,8 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from dbstruct.auth import Credentials
-from dbstruct.errors import ConfigurationError
+from dbstruct.errors import ConfigurationError, JobStoppedError
+from dbstruct.jobs._cache import JobCache, has_value, open_job_cache, udf_inputs
 from dbstruct.jobs._credentials import job_credentials
 from dbstruct.jobs._io import read_source
 from dbstruct.jobs._progress import ChunkStats, JobSummary, Progress
@@ -58,6 +59,7 @@ def run_job(
     where ``{{env:...}}`` references are looked up (default ``os.environ``).
     """
     started = time.monotonic()
+    emulated = conf.emulator is not None and credentials is None
     target = open_target(spark, conf.target, conf.source.id_column)
     if conf.retry_failed and not target.supports_retry():
         raise ConfigurationError(
@@ -77,10 +79,31 @@ def run_job(
         pending, source_rows = _prepare(conf, target, source, empty)
         run = target.next_run()
         todo = pending.count()
-        done = _process(conf, target, pending, udf, run, todo)
-        if conf.retry_failed:
-            target.settle()
-    summary = JobSummary(
+        try:
+            done = _process(
+                conf, target, pending, udf, run, todo, cache=open_job_cache(spark, conf, source)
+            )
+        except JobStoppedError as e:
+            e.summary = _summary(conf, target, source_rows, todo, e.done, started, run, emulated)
+            raise
+        if conf.retry_failed or target.supports_retry():
+            target.settle()  # retried ids (and resent refused rows) keep their newest row
+    summary = _summary(conf, target, source_rows, todo, done, started, run, emulated)
+    logger.info("job %r done: %d processed, %d failed", conf.name, done.rows, done.failed)
+    return summary
+
+
+def _summary(
+    conf: JobConfig,
+    target: Target,
+    source_rows: int,
+    todo: int,
+    done: ChunkStats,
+    started: float,
+    run: int,
+    emulated: bool,
+) -> JobSummary:
+    return JobSummary(
         name=conf.name,
         target=target.where,
         target_format=target.format,
@@ -92,10 +115,8 @@ def run_job(
         wall_seconds=time.monotonic() - started,
         max_error_rate=conf.max_error_rate,
         run_id=f"r{run:05d}",
-        emulated=conf.emulator is not None and credentials is None,
+        emulated=emulated,
     )
-    logger.info("job %r done: %d processed, %d failed", conf.name, done.rows, done.failed)
-    return summary
 
 
 def _build_udf(conf: JobConfig, creds: Credentials) -> StructuredUDF:
@@ -135,14 +156,23 @@ def _prepare(
     done = target.read()
     if conf.retry_failed:
         done = done.where(done["error"].isNull())
+    elif target.supports_retry():  # refused rows were never answered (nor billed): resend
+        done = done.where(done["error"].isNull() | ~_refused(done["error"]))
     pending = source.join(done.select(conf.source.id_column), conf.source.id_column, "left_anti")
     return pending, source_rows
 
 
 def _process(
-    conf: JobConfig, target: Target, pending: DataFrame, udf: StructuredUDF, run: int, todo: int
+    conf: JobConfig,
+    target: Target,
+    pending: DataFrame,
+    udf: StructuredUDF,
+    run: int,
+    todo: int,
+    cache: JobCache | None = None,
 ) -> ChunkStats:
-    """Commit ``pending`` in chunks; the counts of what was committed."""
+    """Commit ``pending`` in chunks; the counts of what was committed. With a ``cache``,
+    rows answered before are not sent, and each chunk's successes are stored once committed."""
     from pyspark.sql import functions as F
 
     chunks = math.ceil(todo / conf.chunk_rows)
@@ -155,50 +185,83 @@ def _process(
     for chunk in range(chunks):
         rows = pending.where(F.pmod(F.xxhash64(id_col), F.lit(chunks)) == chunk)
         batch = batch_name(run, chunk)
-        out = shape_output(rows.repartition(conf.partitions), udf, conf, batch)
+        out = shape_output(rows.repartition(conf.partitions), udf, conf, batch, cache)
         target.append(out, batch)
-        stats = _batch_stats(target, batch)
-        if chunk == 0:
-            _stop_if_refused(target, batch, stats)
+        if cache is not None:
+            cache.record(target, batch, udf)
+        stats = _batch_stats(target, batch, conf)
+        if stats.failed:
+            _stop_if_refused(target, batch, stats, progress, chunk, chunks)
         progress.chunk_done(stats)
     return progress.done
 
 
-# Errors that say the endpoint will refuse every row: no credentials, rights or endpoint.
+# Errors that say the endpoint refuses these credentials or this endpoint name: every later
+# row would be refused too (the client then fails them unsent), and none was billed.
 _REFUSALS = ("AuthenticationError", "PermissionDeniedError", "EndpointNotFoundError")
 
 
-def _stop_if_refused(target: Target, batch: str, stats: ChunkStats) -> None:
-    """Stop after a first chunk the endpoint refused entirely, rather than fail every row.
+def _refused(error: Column) -> Column:
+    from functools import reduce
 
-    Refused requests are not billed, so the chunk is removed (where the target allows) and
-    a rerun after fixing the credentials or endpoint name sends those rows again.
+    return reduce(lambda a, b: a | b, (error.startswith(name) for name in _REFUSALS))
+
+
+def _stop_if_refused(
+    target: Target, batch: str, stats: ChunkStats, progress: Progress, chunk: int, chunks: int
+) -> None:
+    """Stop after a chunk in which the endpoint refused rows, rather than go on to fail every
+    remaining row (an expired notebook token, a revoked permission, a deleted endpoint).
+
+    Refused rows were not billed: a rerun sends them again, with the ids not done yet. A
+    chunk refused entirely is removed where the target allows, so nothing of it is kept.
     """
     from pyspark.sql import functions as F
 
-    if stats.failed == 0 or stats.failed != stats.rows - stats.empty:
+    rows = target.read().where((F.col("batch") == batch) & _refused(F.col("error")))
+    found = rows.agg(F.count(F.lit(1)), F.first("error")).first()
+    refused, error = (int(found[0]), str(found[1])) if found is not None else (0, "")
+    if refused == 0:
         return
-    first = target.read().where((F.col("batch") == batch) & F.col("error").isNotNull())
-    row = first.select("error").first()
-    error = str(row[0]) if row is not None else ""
-    if not error.startswith(_REFUSALS):
-        return
-    kept = "its rows are kept as failed" if not target.discard(batch) else "nothing was kept"
-    raise ConfigurationError(
-        f"the endpoint refused every row of the first chunk ({error[:300]}); stopped, "
-        f"{kept}. Check the credentials and the model name, then rerun"
+    everything = refused == stats.rows - stats.empty - stats.cached
+    if everything and target.discard(batch):
+        kept = "nothing of this chunk was kept"
+    else:
+        progress.chunk_done(stats)
+        if target.supports_retry():
+            kept = f"{refused:,} refused row(s) will be sent again by the next run"
+        else:
+            kept = f"{refused:,} refused row(s) stay failed ({target.where} is append-only)"
+    where = "the first chunk" if chunk == 0 and everything else f"chunk {chunk + 1} of {chunks}"
+    raise JobStoppedError(
+        f"the endpoint refused {'every row of' if everything else 'rows in'} {where} "
+        f"({error[:400]}); stopped early, {kept}. Check the credentials and the model name, "
+        "then rerun: rows already answered are not sent again. Tokens from a notebook or a "
+        "user expire: for long jobs use a service principal (OAuth M2M).",
+        done=progress.done,
     )
 
 
-def shape_output(rows: DataFrame, udf: StructuredUDF, conf: JobConfig, batch: str) -> DataFrame:
+def shape_output(
+    rows: DataFrame,
+    udf: StructuredUDF,
+    conf: JobConfig,
+    batch: str,
+    cache: JobCache | None = None,
+) -> DataFrame:
     """The target's columns: id, kept columns, the result (struct or flattened), status,
-    ``batch`` and ``processed_at``. The UDF runs once per row, when this is written."""
+    ``batch`` and ``processed_at``. The UDF runs once per row, when this is written; with a
+    ``cache``, only for rows whose answer is not in it (hits have ``attempts = 0``)."""
     from pyspark.sql import functions as F
 
     src = conf.source
-    staged = rows.select(
-        src.id_column, *src.keep_columns, _apply(udf, src.text_columns).alias("_dbstruct")
-    )
+    if cache is None:
+        args, named = udf_inputs(udf, src.text_columns)
+        status_column = udf(*args, **named)
+    else:
+        rows = cache.extract(rows, udf, output="_dbstruct_status")
+        status_column = F.col("_dbstruct_status")
+    staged = rows.select(src.id_column, *src.keep_columns, status_column.alias("_dbstruct"))
     value = F.col("_dbstruct.value")
     if conf.target.output == "struct":
         result = [value.alias(conf.target.result_column)]
@@ -214,16 +277,6 @@ def shape_output(rows: DataFrame, udf: StructuredUDF, conf: JobConfig, batch: st
         F.lit(batch).alias("batch"),
         F.current_timestamp().alias("processed_at"),
     )
-
-
-def _apply(udf: StructuredUDF, columns: list[str]) -> Column:
-    """Placeholders named after the text columns take them by name; else in order."""
-    from pyspark.sql import functions as F
-
-    names = getattr(udf.spec.prompt, "names", ())
-    if set(names) == set(columns):
-        return udf(**{name: F.col(name) for name in columns})
-    return udf(*[F.col(name) for name in columns])
 
 
 def _check_schema(target: Target, empty: DataFrame) -> None:
@@ -243,17 +296,21 @@ def _check_schema(target: Target, empty: DataFrame) -> None:
     )
 
 
-def _batch_stats(target: Target, batch: str) -> ChunkStats:
+def _batch_stats(target: Target, batch: str, conf: JobConfig) -> ChunkStats:
     from pyspark.sql import functions as F
 
     t = target.read().where(F.col("batch") == batch)
     ok = t["error"].isNull() & (t["attempts"] > 0)
+    unsent = (t["attempts"] == 0) & t["error"].isNull()
+    # nothing sent and a value: a cache hit; nothing sent and no value: no text
+    answered = has_value(t, conf)
     row = t.agg(
         F.count(F.lit(1)),
         F.sum(F.when(ok, 1).otherwise(0)),
         F.sum(F.when(t["error"].isNotNull(), 1).otherwise(0)),
-        F.sum(F.when(t["attempts"] == 0, 1).otherwise(0)),
+        F.sum(F.when(unsent & ~answered, 1).otherwise(0)),
         F.sum("prompt_tokens"),
         F.sum("completion_tokens"),
+        F.sum(F.when(unsent & answered, 1).otherwise(0)),
     ).first()
     return ChunkStats(*(int(v or 0) for v in (row or ())))
