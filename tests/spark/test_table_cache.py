@@ -247,3 +247,38 @@ def test_a_job_rerun_through_the_cache_sends_nothing_for_answered_rows(
     assert len(entries) == 18 == len({e.key for e in entries})
     with pytest.raises(ConfigurationError, match="is not a response cache"):
         TableCache(spark, path=flat)  # a target is not a cache: refused, not written to
+
+
+# ------------------------------------------------------------------ the README's example
+
+
+def test_readme_table_cache_example_runs_with_local_table_names(spark: Any, emu: Emulator) -> None:
+    """The README block, verbatim but for Unity Catalog names (local Spark has no ``main``)."""
+    import re
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    (block,) = [
+        b for b in re.findall(r"```python\n(.*?)```", readme, re.DOTALL) if "TableCache(" in b
+    ]
+    suffix = uuid.uuid4().hex[:8]
+    answers, users = f"llm_answers_{suffix}", f"crm_users_{suffix}"
+    local = block.replace("main.llm.answers", answers).replace("main.crm.users", users)
+    assert local != block and "main." not in local
+    namespace: dict[str, Any] = {
+        "spark": spark,
+        "df": frame(spark, [text_of(i) for i in range(5)]),
+        "extract_user": make_udf(emu),
+    }
+    try:
+        exec(local, namespace)
+        assert requests(emu) == 5
+        exec(local.replace(f'"{users}"', f'"{users}_again"'), namespace)  # the same rows again
+        assert requests(emu) == 5  # all five answered from the table
+        again = spark.read.table(f"{users}_again").collect()
+        assert sorted(r.result.value.name for r in again) == sorted(
+            r.result.value.name for r in spark.read.table(users).collect()
+        )
+        assert all(r.result.attempts == 0 for r in again)
+    finally:
+        for table in (answers, users, f"{users}_again"):
+            spark.sql(f"DROP TABLE IF EXISTS {table}")
