@@ -6,7 +6,6 @@ identical in-flight prompts once), and emulator request counts are row counts.
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import shutil
@@ -14,7 +13,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -26,10 +25,9 @@ from dbstruct.auth import Credentials
 from dbstruct.jobs import main, parse_config, run_job
 from dbstruct.jobs.conf import JobConfig
 from dbstruct.testing import Emulator
+from tests.spark.job_files import MODEL, job, write_source
 
 pytestmark = [pytest.mark.spark, pytest.mark.timeout(300)]
-
-MODEL = "dbstruct.examples:TicketTriage"
 
 
 @pytest.fixture
@@ -52,30 +50,6 @@ def emu(emulator: Emulator) -> Emulator:
 
 def text(i: int, marker: str = "") -> str:
     return f"{marker}Ticket {i}: invoice INV-{10000 + i} was charged twice, please refund."
-
-
-def write_source(path: Path, texts: Sequence[str | None]) -> str:
-    """A JSON-lines source file with ``id`` and ``text``; its path."""
-    lines = [json.dumps({"id": i, "text": t}) for i, t in enumerate(texts)]
-    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    return str(path)
-
-
-def job(source: str, target: Path, **extra: Any) -> dict[str, Any]:
-    data: dict[str, Any] = {
-        "version": 1,
-        "name": "test",
-        "source": {"path": source, "format": "json", "id_column": "id", "text_columns": "text"},
-        "response_model": MODEL,
-        "model": "databricks/test-llm",
-        "concurrency": 8,
-        "partitions": 2,
-        "max_retries": 0,
-        "chunk_rows": 60,
-        "target": {"path": str(target)},
-    }
-    data.update(extra)
-    return data
 
 
 def conf_of(data: dict[str, Any]) -> JobConfig:

@@ -6,13 +6,12 @@ and recorded requests tell which rows were sent.
 
 from __future__ import annotations
 
-import json
 import re
 import socket
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,10 +22,11 @@ from dbstruct.auth import Credentials
 from dbstruct.jobs import parse_config, run_job
 from dbstruct.testing import Emulator
 from dbstruct.testing._config import FAULT_KINDS
+from tests.spark import job_files
+from tests.spark.job_files import write_source
 
 pytestmark = [pytest.mark.spark, pytest.mark.timeout(300)]
 
-MODEL = "dbstruct.examples:TicketTriage"
 TIMEOUT = 1.5  # one request; the emulator holds a "timeout" request longer
 TOTAL_TIMEOUT = 30.0
 # What a failed row's error may say, by the fault that ended it: a terminal answer fails at
@@ -58,27 +58,15 @@ def id_of(body: dict[str, Any]) -> int:
     return int(match.group(1))
 
 
-def write_source(path: Path, texts: Sequence[str]) -> str:
-    lines = [json.dumps({"id": i, "text": t}) for i, t in enumerate(texts)]
-    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    return str(path)
-
-
 def job(source: str, target: Path, **extra: Any) -> Any:
-    data: dict[str, Any] = {
-        "version": 1,
+    settings = {
         "name": "faults",
-        "source": {"path": source, "format": "json", "id_column": "id", "text_columns": "text"},
-        "response_model": MODEL,
-        "model": "databricks/test-llm",
         "concurrency": 16,
-        "partitions": 2,
         "max_retries": 2,
         "chunk_rows": 100,
         "options": {"timeout": TIMEOUT, "total_timeout": TOTAL_TIMEOUT},
-        "target": {"path": str(target)},
     }
-    data.update(extra)
+    data = job_files.job(source, target, **{**settings, **extra})
     return parse_config(data, origin="test.yml")
 
 

@@ -10,7 +10,7 @@ import json
 import sqlite3
 import sys
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from datetime import date, datetime, timezone
 from decimal import Decimal
 from pathlib import Path
@@ -26,12 +26,12 @@ from dbstruct.errors import ConfigurationError
 from dbstruct.jobs import parse_config, run_job
 from dbstruct.spark import TableCache
 from dbstruct.testing import Emulator
+from tests.spark import job_files
+from tests.spark.job_files import write_source
 from tests.spark.rows import User, frame
 from tests.spark.rows import make_udf as shared_make_udf
 
 pytestmark = [pytest.mark.spark, pytest.mark.timeout(240)]
-
-JOB_MODEL = "dbstruct.examples:TicketTriage"
 
 
 class Person(BaseModel):  # User with another field: another schema, hence other keys
@@ -181,27 +181,16 @@ def test_answers_of_every_type_come_back_unchanged(
 # ------------------------------------------------------------------ the job's cache section
 
 
-def write_source(path: Path, texts: Sequence[str | None]) -> str:
-    lines = [json.dumps({"id": i, "text": t}) for i, t in enumerate(texts)]
-    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    return str(path)
-
-
 def job(source: str, target: Path, cache: Path, **extra: Any) -> Any:
-    data: dict[str, Any] = {
-        "version": 1,
-        "name": "cached",
-        "source": {"path": source, "format": "json", "id_column": "id", "text_columns": "text"},
-        "response_model": JOB_MODEL,
-        "model": "databricks/test-llm",
-        "concurrency": 8,
-        "partitions": 1,
-        "max_retries": 0,
-        "chunk_rows": 10,
-        "max_error_rate": 1.0,
-        "target": {"path": str(target)},
-        "cache": {"path": str(cache)},
-    }
+    data = job_files.job(
+        source,
+        target,
+        name="cached",
+        partitions=1,
+        chunk_rows=10,
+        max_error_rate=1.0,
+        cache={"path": str(cache)},
+    )
     for key, value in extra.items():
         node = data
         *parents, last = key.split("__")
