@@ -5,7 +5,6 @@ fails alone, with an error that says why; nothing is ever evaluated."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,20 +18,13 @@ from dbstruct.modes import ResponseTarget, build_request
 from dbstruct.testing import Emulator
 from tests.corpus import UserExtract
 
-TOKEN = "dapi-bad-input-test"
 LLAMA = "databricks-meta-llama-3-3-70b-instruct"
 
 
-@pytest.fixture(scope="module")
-def emulator() -> Iterator[Emulator]:
-    with Emulator(token=TOKEN) as emu:
-        yield emu
-
-
 @pytest.fixture
-def emu(emulator: Emulator) -> Emulator:
-    emulator.reset()
-    return emulator
+def emu(dbstruct_emulator: Emulator) -> Emulator:
+    """The session's emulator (dbstruct.testing.pytest_plugin), reset for each test."""
+    return dbstruct_emulator
 
 
 def user(text: str) -> list[dict[str, Any]]:
