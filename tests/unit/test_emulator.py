@@ -70,7 +70,8 @@ def test_forced_tool_answers_one_call_with_values_from_the_text(client: openai.O
     args = json.loads(call.function.arguments)
     check(args, USER)
     assert args["age"] == 42 and args["name"] in ("John", "Smith")
-    assert out.model == "databricks-meta-llama-3-3-70b-instruct"
+    # the served model's dated id, not the endpoint name (dbstruct.testing._catalog)
+    assert out.model == "meta-llama-3.3-70b-instruct-121024"
     assert out.usage is not None and out.usage.total_tokens == (
         out.usage.prompt_tokens + out.usage.completion_tokens
     )

@@ -1,10 +1,13 @@
 """A local emulator of Databricks model serving endpoints, like moto is for AWS.
 
 It serves what a workspace serves to an OpenAI client: ``POST /serving-endpoints/chat/
-completions`` (endpoint in ``"model"``) and ``POST /serving-endpoints/<name>/invocations``,
-bearer-token auth, OAuth M2M (``/oidc/...``), and rejects what real endpoints reject with
-their status codes and error bodies. Answers are synthesised from the request's schema,
-deterministically, or scripted; faults are injected on demand.
+completions`` (endpoint in ``"model"``) and ``POST /serving-endpoints/<name>/invocations``
+(streamed as token deltas with ``stream=true``), ``GET /api/2.0/serving-endpoints[/<name>]``,
+bearer-token or HTTP Basic ``token:<PAT>`` auth, OAuth M2M (``/oidc/...``), and rejects what
+real endpoints reject with their status codes and error bodies. Any endpoint name is served
+unless ``endpoints=[...]`` names the ones that exist. Answer values are synthesised from the
+request's schema, deterministically (ids are new per answer), or scripted; ``model`` names the
+served model; faults are injected on demand.
 
     from dbstruct.testing import Emulator, Fault
 

@@ -12,6 +12,10 @@
 |                                                 | asked for                                    |
 | anything else                                   | a plain sentence                             |
 
+Claude endpoints answer ``content: ""`` beside tool calls, where OpenAI-compatible ones answer
+null (https://github.com/tidyverse/ellmer/issues/932: a Databricks Claude answer replayed as
+history carried the empty string).
+
 Endpoints whose name contains "gpt-oss" answer content as a list of blocks (a reasoning block,
 then a text block), as Databricks documents for that model ("this model returns content as a
 list of blocks; extract the block with type "text"":
@@ -28,11 +32,16 @@ refusal field of its own (chosen: the OpenAI-compatible form).
 from __future__ import annotations
 
 import json
+import math
 import random
+import secrets
 import time
+import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
+from dbstruct.testing._catalog import served_model
+from dbstruct.testing._families import family_of
 from dbstruct.testing._synth import Synth, break_value
 from dbstruct.testing._text import Hints, estimate_tokens, find_schema, wants_fence
 
@@ -174,9 +183,11 @@ class _Builder:
         return Built(message, reason or "tool_calls", text)
 
     def _tool_calls(self, calls: list[tuple[str, str]]) -> list[dict[str, Any]]:
+        # New per answer (not drawn from the request's seed): "call_" and 24 hex digits, OpenAI's
+        # form (chosen: no Databricks tool-call id is documented).
         return [
             {
-                "id": f"call_{self.rng.getrandbits(96):024x}",
+                "id": f"call_{secrets.token_hex(12)}",
                 "type": "function",
                 "function": {"name": name, "arguments": args},
             }
@@ -275,35 +286,44 @@ def _cut(text: str) -> str:
 def build_completion(
     body: dict[str, Any],
     endpoint: str,
-    rng: random.Random,
+    seed: int,
     hints: Hints,
     *,
     source: dict[str, Any] | None,
     fault: str | None,
     prompt_tokens: int,
 ) -> tuple[dict[str, Any], int]:
-    """The completion body and its completion-token count."""
-    built = _Builder(body, endpoint, rng, hints).build(source, fault)
-    if fault != "oversized":  # a runaway answer: max_tokens unset or set far too high
-        built = _apply_max_tokens(built, body)
-    completion_tokens = max(1, estimate_tokens(built.text)) if built.message else 0
+    """The completion body and its completion-token count (of all its choices).
+
+    Values are drawn from ``seed`` (the request's content), so the same request gets the same
+    values; each of ``n`` choices draws from its own seed, so choices differ where the schema
+    allows. Ids are new for every answer, as a real endpoint's are.
+    """
     choices = []
-    if built.message is not None:
-        message = _blocks(built.message, endpoint)
-        for index in range(int(body.get("n") or 1)):
-            choices.append(
-                {
-                    "index": index,
-                    "message": message,
-                    "finish_reason": built.finish_reason,
-                    "logprobs": None,
-                }
-            )
+    completion_tokens = 0
+    for index in range(max(1, int(body.get("n") or 1))):
+        rng = random.Random(seed if index == 0 else f"{seed}:{index}")
+        built = _Builder(body, endpoint, rng, hints).build(source, fault)
+        if fault != "oversized":  # a runaway answer: max_tokens unset or set far too high
+            built = _apply_max_tokens(built, body)
+        if built.message is None:  # the "empty" fault: "choices": []
+            break
+        completion_tokens += max(1, estimate_tokens(built.text))
+        choices.append(
+            {
+                "index": index,
+                "message": _family_content(built.message, endpoint),
+                "finish_reason": built.finish_reason,
+                "logprobs": None,
+            }
+        )
     completion = {
-        "id": f"chatcmpl-{rng.getrandbits(96):024x}",
+        # The form FMAPI answers carry: "chatcmpl_" and a UUID (recorded answers in
+        # databricks/databricks-ai-bridge integrations/langchain/tests/utils/chat_models.py).
+        "id": f"chatcmpl_{uuid.uuid4()}",
         "object": "chat.completion",
         "created": int(time.time()),
-        "model": endpoint,
+        "model": served_model(endpoint),
         "choices": choices,
         "usage": {
             "prompt_tokens": prompt_tokens,
@@ -335,6 +355,13 @@ def _apply_max_tokens(built: Built, body: dict[str, Any]) -> Built:
     return Built(message, "length", built.text[:keep])
 
 
+def _family_content(message: dict[str, Any], endpoint: str) -> dict[str, Any]:
+    """``content`` as the endpoint's family writes it (see the module docstring)."""
+    if family_of(endpoint) == "claude" and message.get("tool_calls") and not message.get("content"):
+        return {**message, "content": ""}
+    return _blocks(message, endpoint)
+
+
 def _blocks(message: dict[str, Any], endpoint: str) -> dict[str, Any]:
     if "gpt-oss" not in endpoint.lower() or not isinstance(message.get("content"), str):
         return message
@@ -346,26 +373,84 @@ def _blocks(message: dict[str, Any], endpoint: str) -> dict[str, Any]:
     return {**message, "content": blocks}
 
 
+#: a streamed text is cut into pieces of about one token (four characters), and at most this
+#: many, so a 1 MiB answer is a few dozen events, not a quarter million
+_MAX_PIECES = 64
+_MIN_PIECE = 4
+
+
+def _pieces(text: str) -> list[str]:
+    size = max(_MIN_PIECE, math.ceil(len(text) / _MAX_PIECES))
+    return [text[i : i + size] for i in range(0, len(text), size)]
+
+
+def _choice_deltas(choice: dict[str, Any]) -> list[tuple[int, dict[str, Any], str | None]]:
+    """One choice as OpenAI-compatible stream deltas: (choice index, delta, finish_reason)."""
+    i = choice["index"]
+    message = choice["message"]
+    content = message.get("content")
+    out: list[tuple[int, dict[str, Any], str | None]] = [
+        (i, {"role": "assistant", "content": "" if isinstance(content, str) else None}, None)
+    ]
+    if isinstance(content, str):
+        out += [(i, {"content": p}, None) for p in _pieces(content)]
+    elif content is not None:
+        # gpt-oss content blocks in one delta (chosen: docs are silent on how blocks stream)
+        out.append((i, {"content": content}, None))
+    if message.get("refusal"):
+        out += [(i, {"refusal": p}, None) for p in _pieces(message["refusal"])]
+    for n, call in enumerate(message.get("tool_calls") or []):
+        function = call["function"]
+        head = {"index": n, "id": call["id"], "type": "function"}
+        head["function"] = {"name": function["name"], "arguments": ""}
+        out.append((i, {"tool_calls": [head]}, None))
+        out += [
+            (i, {"tool_calls": [{"index": n, "function": {"arguments": p}}]}, None)
+            for p in _pieces(function["arguments"])
+        ]
+    call = message.get("function_call")
+    if call:
+        out.append((i, {"function_call": {"name": call["name"], "arguments": ""}}, None))
+        out += [(i, {"function_call": {"arguments": p}}, None) for p in _pieces(call["arguments"])]
+    out.append((i, {}, choice["finish_reason"]))
+    return out
+
+
 def stream_events(completion: dict[str, Any], include_usage: bool) -> list[str]:
-    """The completion as server-sent events: one chunk per choice, then usage, then [DONE]."""
+    """The completion as server-sent events, as OpenAI-compatible endpoints stream it.
+
+    Per choice: a first chunk with ``delta.role`` "assistant", then the content in pieces of
+    about a token; a tool call as a chunk with its ``index``, ``id``, ``type`` and
+    ``function.name`` (arguments ""), then argument fragments under the same ``index``; a last
+    chunk with an empty delta and the ``finish_reason``. Then, with
+    ``stream_options.include_usage``, a chunk with ``"choices": []`` and the usage
+    (https://platform.openai.com/docs/api-reference/chat-streaming), then ``data: [DONE]``.
+    Only a client that accumulates the deltas sees the whole answer.
+
+    Every chunk also carries ``usage`` so far (completion tokens growing to the total), as
+    FMAPI streams do (recorded chunks in databricks/databricks-ai-bridge
+    integrations/langchain/tests/utils/chat_models.py): summing usage over chunks over-counts.
+    """
     base = {k: completion[k] for k in ("id", "created", "model")}
     base["object"] = "chat.completion.chunk"
-    events = []
-    for choice in completion["choices"]:
-        message = choice["message"]
-        delta: dict[str, Any] = {"role": "assistant", "content": message.get("content")}
-        if message.get("tool_calls"):
-            delta["tool_calls"] = [{"index": i, **c} for i, c in enumerate(message["tool_calls"])]
-        for key in ("function_call", "refusal"):
-            if message.get(key):
-                delta[key] = message[key]
-        chunk = {
-            **base,
-            "choices": [
-                {"index": choice["index"], "delta": delta, "finish_reason": choice["finish_reason"]}
-            ],
-        }
-        events.append(json.dumps(chunk))
+    usage = completion["usage"]
+    deltas = [d for choice in completion["choices"] for d in _choice_deltas(choice)]
+    events: list[dict[str, Any]] = []
+    for k, (index, delta, finish) in enumerate(deltas, 1):
+        done = usage["completion_tokens"] * k // len(deltas)
+        events.append(
+            {
+                **base,
+                "choices": [
+                    {"index": index, "delta": delta, "finish_reason": finish, "logprobs": None}
+                ],
+                "usage": {
+                    "prompt_tokens": usage["prompt_tokens"],
+                    "completion_tokens": done,
+                    "total_tokens": usage["prompt_tokens"] + done,
+                },
+            }
+        )
     if include_usage or not completion["choices"]:
-        events.append(json.dumps({**base, "choices": [], "usage": completion["usage"]}))
-    return [f"data: {e}\n\n" for e in events] + ["data: [DONE]\n\n"]
+        events.append({**base, "choices": [], "usage": usage})
+    return [f"data: {json.dumps(e)}\n\n" for e in events] + ["data: [DONE]\n\n"]

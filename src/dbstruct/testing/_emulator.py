@@ -30,7 +30,7 @@ from dbstruct.testing._state import Stats
 if TYPE_CHECKING:
     import openai
 
-__all__ = ["READY_PREFIX", "Emulator", "serve_forever", "start_site"]
+__all__ = ["READY_PREFIX", "Emulator", "endpoints_notice", "serve_forever", "start_site"]
 
 #: the line a serving process prints (then flushes) once it accepts connections
 READY_PREFIX = "dbstruct emulator listening on "
@@ -51,12 +51,25 @@ async def start_site(config: EmulatorConfig, host: str, port: int) -> tuple[web.
     return runner, int(bound)
 
 
+def endpoints_notice(config: EmulatorConfig) -> str:
+    """The line saying which endpoint names are served, printed when serving starts."""
+    if config.endpoints is None:
+        return (
+            "dbstruct emulator: serving any endpoint name; pass --endpoint NAME to serve only "
+            "those and answer 404 for others"
+        )
+    names = ", ".join(config.endpoints) or "(none)"
+    return f"dbstruct emulator: serving only {names}; other endpoint names answer 404"
+
+
 def serve_forever(config: EmulatorConfig, host: str, port: int) -> None:
-    """Serve until SIGINT/SIGTERM, after printing ``READY_PREFIX + url`` to stdout."""
+    """Serve until SIGINT/SIGTERM, after printing ``READY_PREFIX + url`` to stdout, then
+    which endpoint names are served (:func:`endpoints_notice`)."""
 
     async def main() -> None:
         runner, bound = await start_site(config, host, port)
         print(f"{READY_PREFIX}http://{host}:{bound}", flush=True)
+        print(endpoints_notice(config), flush=True)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         import signal

@@ -10,17 +10,31 @@ known the wording is ours, and the comment says so.
 | 403    | ``{"error_code": 403, "message": "Invalid access token."}`` | bad/expired token |
 | 403    | ``{"error_code": "PERMISSION_DENIED", ...}``                | lacks CAN_QUERY   |
 | 404    | ``{"error_code": "RESOURCE_DOES_NOT_EXIST", ...}``          | unknown endpoint  |
+| 404    | ``{"error_code": "ENDPOINT_NOT_FOUND", "message": "No API found..."}`` | unknown path |
 | 429    | ``{"error_code": "REQUEST_LIMIT_EXCEEDED", ...}``, Retry-After | rate limits    |
 | 500    | ``{"error_code": "INTERNAL_ERROR", ...}``                   | injected          |
 | 502    | text ``upstream connect error ...`` (the proxy's, not JSON) | injected          |
 | 503    | ``{"error_code": "TEMPORARILY_UNAVAILABLE", ...}``          | injected          |
 | 504    | text ``upstream request timeout`` (the proxy's, not JSON)   | injected, timeout |
+
+Every JSON body from the serving layer carries a ``google.rpc.RequestInfo`` detail with a fresh
+``request_id``, as real ones do::
+
+    {"error_code": "RESOURCE_DOES_NOT_EXIST", "message": "Endpoint with name 'x' does not exist.",
+     "details": [{"@type": "type.googleapis.com/google.rpc.RequestInfo",
+                  "request_id": "28e113da-...", "serving_data": ""}]}
+
+(quoted from a live answer in https://github.com/databricks-demos/dbdemos/issues/220; the
+shape databricks-sdk errors/details.py parses). The workspace edge's 401/403 bodies have no
+details in the answers quoted in their issues, so they get none. No ``x-request-id`` header:
+none is documented.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import uuid
 from typing import Any
 
 from aiohttp import web
@@ -28,6 +42,7 @@ from aiohttp import web
 __all__ = [
     "ApiError",
     "bad_request",
+    "endpoint_not_found",
     "invalid_token",
     "missing_credentials",
     "not_found",
@@ -49,6 +64,7 @@ class ApiError(Exception):
         *,
         headers: dict[str, str] | None = None,
         fault: str | None = None,
+        request_info: bool = True,
     ) -> None:
         super().__init__(f"{status}: {body}")
         self.status = status
@@ -56,18 +72,33 @@ class ApiError(Exception):
         self.headers = headers or {}
         #: the stats bucket this answer counts under (a fault kind or a limit name)
         self.fault = fault
+        #: add a RequestInfo detail (a fresh request_id) to a JSON body
+        self.request_info = request_info
 
     def response(self) -> web.Response:
         if isinstance(self.body, str):
             return web.Response(
                 status=self.status, text=self.body, content_type="text/plain", headers=self.headers
             )
+        body = self.body
+        if self.request_info:
+            details = [*body.get("details", []), request_detail()]
+            body = {**body, "details": details}
         return web.Response(
             status=self.status,
-            body=json.dumps(self.body).encode(),
+            body=json.dumps(body).encode(),
             content_type=JSON_TYPE,
             headers=self.headers,
         )
+
+
+def request_detail() -> dict[str, str]:
+    """A ``google.rpc.RequestInfo`` error detail with a new request id."""
+    return {
+        "@type": "type.googleapis.com/google.rpc.RequestInfo",
+        "request_id": str(uuid.uuid4()),
+        "serving_data": "",
+    }
 
 
 def bad_request(message: str) -> ApiError:
@@ -90,6 +121,7 @@ def missing_credentials() -> ApiError:
             "WWW-Authenticate": 'Bearer realm="DatabricksRealm"',
             "X-Databricks-Reason-Phrase": message,
         },
+        request_info=False,
     )
 
 
@@ -104,6 +136,7 @@ def invalid_token() -> ApiError:
         403,
         {"error_code": 403, "message": message},
         headers={"X-Databricks-Reason-Phrase": message},
+        request_info=False,
     )
 
 
@@ -124,14 +157,28 @@ def permission_denied(endpoint: str) -> ApiError:
 
 
 def not_found(endpoint: str) -> ApiError:
-    # RESOURCE_DOES_NOT_EXIST is the platform's 404 code (databricks-sdk errors/platform.py);
-    # the wording is ours: docs are silent on the serving endpoint's exact message.
+    # Body as a workspace answers a query of an endpoint that does not exist (request id
+    # detail added by ApiError.response):
+    # https://github.com/databricks-demos/dbdemos/issues/220
     return ApiError(
         404,
         {
             "error_code": "RESOURCE_DOES_NOT_EXIST",
             "message": f"Endpoint with name '{endpoint}' does not exist.",
         },
+    )
+
+
+def endpoint_not_found(method: str, path: str) -> ApiError:
+    """404 for a path no API serves, as the workspace answers it: the path without its
+    ``/api/2.x`` prefix, e.g. ``No API found for 'GET /repos'`` for ``GET /api/2.0/repos``
+    (https://github.com/databricks/databricks-cli/issues/383,
+    https://github.com/polar-rams/databricks-sdk-golang/issues/7)."""
+    parts = path.split("/", 3)
+    if len(parts) > 2 and parts[1] == "api" and parts[2][:1].isdigit():
+        path = "/" + (parts[3] if len(parts) > 3 else "")
+    return ApiError(
+        404, {"error_code": "ENDPOINT_NOT_FOUND", "message": f"No API found for '{method} {path}'"}
     )
 
 

@@ -2,28 +2,38 @@
 
 A chat request goes through the checks a workspace makes, in this order:
 
-1. bearer token (401 none, 403 invalid or expired), 2. payload size (400 over 4 MB),
+1. token, as a bearer token or HTTP Basic ``token:<PAT>`` (401 none, 403 invalid or expired),
+2. payload size (400 over 4 MB),
 3. JSON body (400), 4. endpoint name (404), 5. CAN_QUERY (403), 6. QPS (429),
 7. request validation (400), 8. context length (400), 9. input/output tokens per minute (429),
 
 then a fault (marker, script or the seeded plan) or the answer, after the configured latency.
+
+Besides chat, the REST routes clients call to look endpoints up:
+``GET /api/2.0/serving-endpoints`` and ``GET /api/2.0/serving-endpoints/{name}``
+(:mod:`dbstruct.testing._catalog`). Any other path answers Databricks' JSON 404
+``ENDPOINT_NOT_FOUND`` ("No API found for ..."), not aiohttp's plain-text page.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
 import hashlib
 import json
-import random
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
 
 from dbstruct.testing._answer import build_completion, stream_events
+from dbstruct.testing._catalog import FOUNDATION_ENDPOINTS, describe
 from dbstruct.testing._config import FAULT_KINDS, OUTPUT_FAULTS, EmulatorConfig
 from dbstruct.testing._errors import (
     ApiError,
     bad_request,
+    endpoint_not_found,
     invalid_token,
     missing_credentials,
     not_found,
@@ -94,12 +104,7 @@ class ChatHandler:
     ) -> web.StreamResponse:
         state = self.state
         config = state.config
-        token = _bearer(request)
-        if token is None:
-            raise missing_credentials()
-        access = state.token_status(token)
-        if access == "invalid":
-            raise invalid_token()
+        access = _access(request, state)
         raw = await request.read()
         if len(raw) > config.max_payload_bytes:
             # https://docs.databricks.com/aws/en/machine-learning/model-serving/model-serving-limits
@@ -181,11 +186,10 @@ class ChatHandler:
             raise server_error(504)
         if fault == "drop":
             _drop(request)
-        rng = random.Random(digest)
         completion, completion_tokens = build_completion(
             body,
             endpoint,
-            rng,
+            digest,
             hints_from(body["messages"]),
             source=decision.source,
             fault=fault if fault in OUTPUT_FAULTS else None,
@@ -249,8 +253,12 @@ def _planned_fault(config: EmulatorConfig, u: float) -> str | None:
 
 
 def _content_digest(endpoint: str, body: dict[str, Any], specs: dict[str, str]) -> int:
-    """A key for "the same request": its content, without sampling parameters."""
+    """A key for "the same request": its content, without sampling parameters, and without
+    the tool-call ids of earlier answers (new per answer), so a re-ask after the same answer
+    is the same request again."""
     rest = {k: v for k, v in body.items() if k not in _SAMPLING and k not in specs}
+    if isinstance(rest.get("messages"), list):
+        rest["messages"] = [_without_ids(m) for m in rest["messages"]]
     parts = [endpoint, json.dumps(rest, sort_keys=True), *(f"{k}={v}" for k, v in specs.items())]
     return _digest("\x00".join(parts))
 
@@ -263,11 +271,48 @@ def _bump(counter: dict[Any, int], key: Any) -> None:
     counter[key] = counter.get(key, 0) + 1
 
 
-def _bearer(request: web.Request) -> str | None:
+def _without_ids(message: Any) -> Any:
+    if not isinstance(message, dict):
+        return message
+    out = {k: v for k, v in message.items() if k != "tool_call_id"}
+    calls = out.get("tool_calls")
+    if isinstance(calls, list):
+        out["tool_calls"] = [
+            {k: v for k, v in c.items() if k != "id"} if isinstance(c, dict) else c for c in calls
+        ]
+    return out
+
+
+def _token(request: web.Request) -> str | None:
+    """The PAT or OAuth token a request carries: ``Authorization: Bearer <token>``, or HTTP
+    Basic with user name ``token`` and the token as password (``curl -u token:<PAT>``;
+    databricks-sdk's ``basic`` auth, ``Config(username="token", password=<PAT>)``)."""
     header = request.headers.get("Authorization", "")
-    scheme, _, token = header.partition(" ")
-    token = token.strip()
-    return token if scheme.lower() == "bearer" and token else None
+    scheme, _, value = header.partition(" ")
+    value = value.strip()
+    if scheme.lower() == "bearer":
+        return value or None
+    if scheme.lower() == "basic" and value:
+        try:
+            user, _, password = base64.b64decode(value, validate=True).decode().partition(":")
+        except (binascii.Error, UnicodeDecodeError):
+            return None
+        # Any other user name would be a password login, which workspaces no longer accept
+        # for the REST API (chosen: refused like an unknown token).
+        return password if user == "token" and password else ""
+    return None
+
+
+def _access(request: web.Request, state: State) -> str:
+    """ "ok" or "forbidden" (valid, lacks CAN_QUERY); raise 401 without credentials and 403
+    for an invalid or expired token."""
+    token = _token(request)
+    if token is None:
+        raise missing_credentials()
+    access = state.token_status(token)
+    if access == "invalid":
+        raise invalid_token()
+    return access
 
 
 def _parse(raw: bytes) -> dict[str, Any]:
@@ -297,6 +342,54 @@ async def _stream(
         await response.write(event.encode())
     await response.write_eof()
     return response
+
+
+# ---------------------------------------------------------------- REST routes
+
+
+def _endpoint_routes(app: web.Application, state: State) -> None:
+    """``GET /api/2.0/serving-endpoints[/{name}]``: with ``endpoints`` configured, those;
+    otherwise the known pay-per-token endpoints and every name queried so far (any name is
+    served, so any name can be looked up)."""
+
+    def names() -> list[str]:
+        if state.config.endpoints is not None:
+            return list(state.config.endpoints)
+        return list(dict.fromkeys([*FOUNDATION_ENDPOINTS, *state.stats.by_endpoint]))
+
+    def level(access: str) -> str:
+        return "CAN_QUERY" if access == "ok" else "CAN_VIEW"
+
+    async def list_endpoints(request: web.Request) -> web.Response:
+        try:
+            permission = level(_access(request, state))
+        except ApiError as error:
+            return error.response()
+        return _ok({"endpoints": [describe(n, permission) for n in names()]})
+
+    async def get_endpoint(request: web.Request) -> web.Response:
+        name = request.match_info["name"]
+        try:
+            permission = level(_access(request, state))
+            if state.config.endpoints is not None and name not in state.config.endpoints:
+                raise not_found(name)
+        except ApiError as error:
+            return error.response()
+        return _ok(describe(name, permission))
+
+    app.router.add_get("/api/2.0/serving-endpoints", list_endpoints)
+    app.router.add_get("/api/2.0/serving-endpoints/{name}", get_endpoint)
+
+
+@web.middleware
+async def _no_api_found(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    """A path (or method) no route serves answers Databricks' JSON 404."""
+    try:
+        return await handler(request)
+    except (web.HTTPNotFound, web.HTTPMethodNotAllowed):
+        return endpoint_not_found(request.method, request.path).response()
 
 
 # ---------------------------------------------------------------- admin routes
@@ -353,10 +446,14 @@ def build_app(config: EmulatorConfig) -> web.Application:
     state = State(config)
     # Bodies up to 4x the payload limit are read, so the limit answers as Databricks' 400
     # rather than aiohttp's 413.
-    app = web.Application(client_max_size=max(config.max_payload_bytes * 4, 64 * 1024 * 1024))
+    app = web.Application(
+        client_max_size=max(config.max_payload_bytes * 4, 64 * 1024 * 1024),
+        middlewares=[_no_api_found],
+    )
     chat = ChatHandler(state)
     app.router.add_post("/serving-endpoints/chat/completions", chat.handle)
     app.router.add_post("/serving-endpoints/{name}/invocations", chat.handle)
+    _endpoint_routes(app, state)
     add_oauth_routes(app, state)
     _admin_routes(app, state)
     return app

@@ -1,21 +1,23 @@
 """Reading request text: message contents, fault markers, value hints, schemas in prompts.
 
 Token counts are an approximation, the same for prompt and completion: one token per four
-characters (rounded up), plus four per message for the chat template. They are the client's
-own estimate (:mod:`dbstruct._input`), so its context check and the emulator's 400 agree.
-Real tokenizers differ per model; tests assert on the emulator's own counts, never on a real
-tokenizer's.
+characters (rounded up), plus four per message for the chat template, plus the JSON text of the
+tool and response-format definitions. The emulator states this rule itself rather than import
+the client's (it must not share code with what it tests); the client's estimate in
+``dbstruct._input`` is the same rule, and a test checks the two agree, so the client's context
+check and the emulator's 400 agree. Real tokenizers differ per model; tests assert on the
+emulator's own counts, never on a real tokenizer's.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
-
-from dbstruct._input import content_text, estimate_tokens, prompt_tokens
 
 __all__ = [
     "Hints",
@@ -32,6 +34,49 @@ __all__ = [
 #: ``[[fault:KIND]]``, ``[[fault:KINDxN]]``, ``[[latency:SECONDS]]`` in any message text
 MARKER = re.compile(r"\[\[(fault|latency):([A-Za-z0-9_.]+)\]\]")
 _COUNT = re.compile(r"^(.*?)x(\d+)$")
+
+
+#: the request fields holding schemas, counted from their JSON text
+SPEC_FIELDS = ("tools", "functions", "response_format")
+
+
+# ---------------------------------------------------------------- text and tokens
+
+
+def content_text(content: Any) -> str:
+    """The text of a message ``content``: a string, or the text parts of a list."""
+    if content is None:
+        return ""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return "\n".join(
+            str(p.get("text", "")) for p in content if isinstance(p, dict) and "text" in p
+        )
+    return str(content)
+
+
+def estimate_tokens(text: str) -> int:
+    """Approximate tokens of ``text``: one per four characters, rounded up."""
+    return math.ceil(len(text) / 4)
+
+
+def prompt_tokens(body: Mapping[str, Any], specs: Mapping[str, str] | None = None) -> int:
+    """Approximate prompt tokens of a chat request: four per message plus its text (and its
+    tool calls' JSON), plus the JSON text of the tool and response-format definitions
+    (``specs``: that text, computed when not given)."""
+    total = 0
+    for message in body.get("messages") or []:
+        if isinstance(message, dict):
+            total += 4 + estimate_tokens(content_text(message.get("content")))
+            calls = message.get("tool_calls")
+            if calls:
+                total += estimate_tokens(json.dumps(calls))
+    for key in SPEC_FIELDS:
+        if body.get(key):
+            text = specs[key] if specs is not None else json.dumps(body[key], sort_keys=True)
+            total += estimate_tokens(text)
+    return total
 
 
 # ---------------------------------------------------------------- markers

@@ -1,5 +1,9 @@
 """What a real chat endpoint rejects with 400, checked before anything is answered.
 
+The rules that differ by who serves the endpoint (OpenAI behind databricks-gpt-*, Anthropic
+behind databricks-claude-*, Databricks itself for the rest) live in
+:mod:`dbstruct.testing._families`; this module applies them to a request.
+
 API reference (fields, types, ranges), cited below as [API]:
 https://docs.databricks.com/aws/en/machine-learning/foundation-model-apis/api-reference
 Function calling limits, cited as [FC]:
@@ -15,20 +19,25 @@ import re
 from functools import lru_cache
 from typing import Any
 
-from dbstruct._schema_rules import (
+from dbstruct.testing._errors import ApiError, bad_request
+from dbstruct.testing._families import (
+    CLAUDE,
     MAX_SCHEMA_KEYS,
     MAX_TOOL_SCHEMA_KEYS,
     MAX_TOOLS,
-    schema_violations,
+    OPENAI,
+    accepts_tool_strict,
+    family_of,
+    openai_error,
+    openai_strict_problem,
+    subset_violations,
 )
-from dbstruct.testing._errors import ApiError, bad_request
 
 __all__ = [
     "KNOWN_FIELDS",
     "ROLES_MESSAGE",
     "SPEC_FIELDS",
     "canonical_specs",
-    "is_gpt",
     "validate_chat",
 ]
 
@@ -63,16 +72,6 @@ ROLES_MESSAGE = (
 _FUNCTION_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 
 
-def is_gpt(endpoint: str) -> bool:
-    """GPT endpoints take OpenAI-only fields such as a tool's ``strict``.
-
-    Databricks' own OpenAI client strips ``strict`` for every model whose name lacks "gpt"
-    ("Databricks model endpoints (except GPT) don't support the 'strict' field"):
-    https://github.com/databricks/databricks-ai-bridge/pull/269 (utils/clients.py)
-    """
-    return "gpt" in endpoint.lower()
-
-
 def validate_chat(body: dict[str, Any], endpoint: str, specs: dict[str, str]) -> None:
     """Raise the 400 a real endpoint answers ``body`` with, if any.
 
@@ -91,7 +90,8 @@ def validate_chat(body: dict[str, Any], endpoint: str, specs: dict[str, str]) ->
         specs.get("functions", "null"),
         specs.get("function_call", "null"),
         specs.get("response_format", "null"),
-        is_gpt(endpoint),
+        family_of(endpoint),
+        accepts_tool_strict(endpoint),
     )
     if problem is not None:
         raise bad_request(problem)
@@ -108,7 +108,7 @@ def canonical_specs(body: dict[str, Any]) -> dict[str, str]:
 
 @lru_cache(maxsize=1024)
 def _spec_problem(
-    tools: str, choice: str, functions: str, call: str, fmt: str, gpt: bool
+    tools: str, choice: str, functions: str, call: str, fmt: str, family: str, strict_ok: bool
 ) -> str | None:
     """The 400 message for these (canonical JSON) specs, or None when they are accepted."""
     body = {
@@ -118,9 +118,9 @@ def _spec_problem(
         "function_call": json.loads(call),
     }
     try:
-        _check_tools(body, gpt)
-        _check_functions(body)
-        _check_response_format(json.loads(fmt))
+        _check_tools(body, family, strict_ok)
+        _check_functions(body, family)
+        _check_response_format(json.loads(fmt), family)
     except ApiError as error:
         assert isinstance(error.body, dict)
         return str(error.body["message"])
@@ -164,12 +164,14 @@ def _check_message(i: int, message: Any, endpoint: str) -> None:
     ):
         raise bad_request(f"Bad request: messages[{i}].content parts need a 'type'")
     if calls is not None:
-        _check_tool_calls(i, calls, content, endpoint)
+        _check_tool_calls(i, calls)
+    if role in ("user", "assistant") and family_of(endpoint) == CLAUDE:
+        _check_claude_text(content, bool(calls), endpoint)
     if role == "tool" and not isinstance(message.get("tool_call_id"), str):
         raise bad_request(f"Bad request: messages[{i}]: a tool message needs 'tool_call_id'")
 
 
-def _check_tool_calls(i: int, calls: Any, content: Any, endpoint: str) -> None:
+def _check_tool_calls(i: int, calls: Any) -> None:
     if not isinstance(calls, list) or not all(
         isinstance(c, dict)
         and isinstance(c.get("id"), str)
@@ -182,13 +184,45 @@ def _check_tool_calls(i: int, calls: Any, content: Any, endpoint: str) -> None:
             f"Bad request: messages[{i}].tool_calls must be a list of "
             "{id, type: function, function: {name, arguments (string)}}"
         )
-    if "claude" in endpoint.lower() and isinstance(content, str) and not content.strip():
-        # Claude endpoints reject an empty text block beside tool calls; Databricks' own client
-        # works around it ("Claude models on Databricks reject empty text content blocks in
-        # assistant messages"): databricks-ai-bridge utils/clients.py. Wording: Anthropic's.
-        raise bad_request(
-            f'{{"message":"messages.{i}.content.0.text: text content blocks must be non-empty"}}'
-        )
+
+
+#: The body a Claude endpoint sends for an empty text block, quoted from Databricks answers:
+#: {'error_code': 'BAD_REQUEST', 'message': '{"message":"messages: text content blocks must be
+#: non-empty"}'} (https://github.com/databricks/databricks-ai-bridge/pull/333,
+#: https://github.com/tidyverse/ellmer/issues/932)
+CLAUDE_EMPTY_TEXT = '{"message":"messages: text content blocks must be non-empty"}'
+
+
+def _check_claude_text(content: Any, has_calls: bool, endpoint: str) -> None:
+    """Claude endpoints refuse an empty text block; which contents make one:
+
+    - ``""`` (or a text part with ``""``) without tool calls: refused, on every Claude model
+      (databricks-claude-sonnet-4-5: https://github.com/tidyverse/ellmer/issues/932).
+    - ``""`` beside tool calls: refused by "some claude models like opus ... but not for
+      sonnet" (https://github.com/databricks/databricks-ai-bridge/pull/333). Chosen: every
+      Claude endpoint but a Sonnet one refuses it (haiku and the rest are not named).
+    - ``null`` beside tool calls: no text block at all, accepted (dropping the empty text and
+      keeping the tool calls is the fix that closed ellmer#932:
+      https://github.com/tidyverse/ellmer/pull/935).
+    - whitespace such as ``" "``: accepted; it is the content Databricks' own client sends for
+      an empty tool-call turn, "after: things work" (databricks-ai-bridge PR 333). Anthropic's
+      own API now refuses whitespace-only text ("text content blocks must contain
+      non-whitespace text", https://github.com/anthropics/claude-code/issues/23440); no
+      Databricks answer saying so has been published, so the emulator does not (chosen).
+    """
+    if not _has_empty_text(content):
+        return
+    if has_calls and "sonnet" in endpoint.lower():
+        return
+    raise bad_request(CLAUDE_EMPTY_TEXT)
+
+
+def _has_empty_text(content: Any) -> bool:
+    if isinstance(content, str):
+        return content == ""
+    if isinstance(content, list):
+        return any(p.get("type") == "text" and p.get("text") == "" for p in content)
+    return False
 
 
 def _check_roles(messages: list[dict[str, Any]]) -> None:
@@ -265,7 +299,7 @@ def _range(body: dict[str, Any], key: str, low: float, high: float, *, low_open:
 # ---------------------------------------------------------------- tools
 
 
-def _check_tools(body: dict[str, Any], gpt: bool) -> None:
+def _check_tools(body: dict[str, Any], family: str, strict_ok: bool) -> None:
     tools = body.get("tools")
     choice = body.get("tool_choice")
     if tools is None:
@@ -276,32 +310,40 @@ def _check_tools(body: dict[str, Any], gpt: bool) -> None:
         raise bad_request("Bad request: 'tools' must be a non-empty list")
     if len(tools) > MAX_TOOLS:
         # [FC] "The maximum number of functions that can be defined in tools is 32 functions."
+        # Stated without exception, so held for every family (chosen: OpenAI itself takes 128).
         raise bad_request(
             f"Bad request: at most {MAX_TOOLS} functions can be defined in tools, got {len(tools)}"
         )
-    names = [_check_tool(i, tool, gpt) for i, tool in enumerate(tools)]
+    names = [_check_tool(i, tool, family, strict_ok) for i, tool in enumerate(tools)]
     _check_choice(choice, names)
 
 
-def _check_tool(i: int, tool: Any, gpt: bool) -> str:
+def _check_tool(i: int, tool: Any, family: str, strict_ok: bool) -> str:
     if not isinstance(tool, dict) or tool.get("type") != "function":
         raise bad_request(f"Bad request: tools[{i}] must be {{type: function, function: ...}}")
     function = tool.get("function")
     if not isinstance(function, dict):
         raise bad_request(f"Bad request: tools[{i}].function is required")
     name = _check_function(f"tools[{i}].function", function)
-    if "strict" in function and not gpt:
+    if "strict" in function and not strict_ok:
         # Non-GPT endpoints refuse the field itself (whatever its value), e.g.
         # Error code: 400 - {'error_code': 'BAD_REQUEST', 'message':
         #   '{"message":"tools.0.custom.strict: Extra inputs are not permitted"}'}
-        # https://github.com/databricks/databricks-ai-bridge/pull/269
+        # https://github.com/databricks/databricks-ai-bridge/pull/269 (see accepts_tool_strict)
         detail = f"tools.{i}.custom.strict: Extra inputs are not permitted"
         raise bad_request(json.dumps({"message": detail}, separators=(",", ":")))
-    violations = schema_violations(
-        function["parameters"],
-        strict=bool(function.get("strict")),
-        max_keys=MAX_TOOL_SCHEMA_KEYS,  # [FC] "The maximum number of keys ... is 16."
-    )
+    if family == OPENAI:
+        # Forwarded to OpenAI, which checks a schema only under strict: true [GPT]/[OA];
+        # param and code as in https://github.com/letta-ai/letta/issues/3137
+        if function.get("strict") is True:
+            problem = openai_strict_problem(function["parameters"], f"function '{name}'")
+            if problem is not None:
+                raise bad_request(
+                    openai_error(problem, f"tools[{i}].parameters", "invalid_function_parameters")
+                )
+        return name
+    # [FC] the subset; "The maximum number of keys ... is 16."
+    violations = subset_violations(function["parameters"], MAX_TOOL_SCHEMA_KEYS)
     if violations:
         raise bad_request(
             f"Bad request: invalid JSON schema in tools[{i}].function.parameters: "
@@ -345,7 +387,7 @@ def _check_choice(choice: Any, names: list[str]) -> None:
     )
 
 
-def _check_functions(body: dict[str, Any]) -> None:
+def _check_functions(body: dict[str, Any], family: str) -> None:
     """The legacy ``functions`` / ``function_call`` pair (OpenAI's deprecated form)."""
     functions = body.get("functions")
     call = body.get("function_call")
@@ -360,7 +402,9 @@ def _check_functions(body: dict[str, Any]) -> None:
         if not isinstance(function, dict):
             raise bad_request(f"Bad request: functions[{i}] must be an object")
         names.append(_check_function(f"functions[{i}]", function))
-        violations = schema_violations(function["parameters"], max_keys=MAX_TOOL_SCHEMA_KEYS)
+        if family == OPENAI:
+            continue  # OpenAI's legacy functions have no strict mode: any schema passes
+        violations = subset_violations(function["parameters"], MAX_TOOL_SCHEMA_KEYS)
         if violations:
             raise bad_request(
                 f"Bad request: invalid JSON schema in functions[{i}].parameters: "
@@ -376,7 +420,7 @@ def _check_functions(body: dict[str, Any]) -> None:
 # ---------------------------------------------------------------- response_format
 
 
-def _check_response_format(fmt: Any) -> None:
+def _check_response_format(fmt: Any, family: str) -> None:
     if fmt is None:
         return
     kind = fmt.get("type") if isinstance(fmt, dict) else None
@@ -387,20 +431,40 @@ def _check_response_format(fmt: Any) -> None:
             "Bad request: response_format.type must be 'text', 'json_object' or 'json_schema'"
         )
     spec = fmt.get("json_schema")
+    if family == OPENAI:
+        _check_openai_response_format(spec)
+        return
     if not isinstance(spec, dict) or not isinstance(spec.get("name"), str):
         raise bad_request("Bad request: response_format.json_schema needs a 'name'")
     schema = spec.get("schema")
     if not isinstance(schema, dict):
         raise bad_request("Bad request: response_format.json_schema.schema must be an object")
     # [SO] the accepted subset, at most 64 keys; strict is accepted on every endpoint (the
-    # documented examples pass "strict": True to non-GPT models).
-    violations = schema_violations(
-        schema, strict=bool(spec.get("strict")), max_keys=MAX_SCHEMA_KEYS
-    )
+    # documented examples pass "strict": True to non-GPT models) and adds no rule there.
+    violations = subset_violations(schema, MAX_SCHEMA_KEYS)
     if violations:
         raise bad_request(
             "Bad request: invalid JSON schema in response_format: " + "; ".join(violations)
         )
+
+
+def _check_openai_response_format(spec: Any) -> None:
+    """OpenAI's checks, answered in OpenAI's words inside the Databricks body [GPT]."""
+    if not isinstance(spec, dict) or not isinstance(spec.get("name"), str):
+        # https://github.com/databricks/databricks-ai-bridge/issues/211 (databricks-gpt-5)
+        raise bad_request(
+            openai_error(
+                "Missing required parameter: 'response_format.json_schema.name'.",
+                "response_format.json_schema.name",
+                "missing_required_parameter",
+            )
+        )
+    if spec.get("strict") is True:
+        # https://github.com/truera/trulens/issues/2307 (databricks-gpt-5-2): param
+        # "response_format", code null
+        problem = openai_strict_problem(spec.get("schema"), f"response_format '{spec['name']}'")
+        if problem is not None:
+            raise bad_request(openai_error(problem, "response_format", None))
 
 
 def _is_int(value: Any) -> bool:
