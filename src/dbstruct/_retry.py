@@ -16,6 +16,13 @@ What is retried, and how:
 | refusal, finish_reason=length              | no      | the same request would end the same way  |
 | answer over max_answer_bytes               | no      | the same request would end the same way  |
 | 401/403/404 known for this token (unsent)  | no      | not counted as an attempt                |
+| 400 to a tool's ``strict`` (TOOLS_STRICT)  | resent  | none: resent at once without the flag,   |
+|                                            |         | not counted as an attempt                |
+
+The ``strict`` resend (:mod:`dbstruct._strict`) happens only for endpoints the client could
+not classify by name, at most once per call. It is not counted: the endpoint refused the
+request's shape before any model ran (no tokens, no answer), and a row must not fail, nor
+lose a retry, because its client was still learning what the endpoint takes.
 
 Attempts are at most ``1 + max_retries``; no wait runs past the total deadline, and an
 attempt gets at most what is left of it as its timeout, so a call that hangs ends on time.
@@ -25,10 +32,11 @@ from __future__ import annotations
 
 import random
 import time
-from collections.abc import Generator
+from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
 from typing import Any
 
+from dbstruct._strict import is_strict_refusal, sends_strict, without_strict
 from dbstruct.errors import (
     DbstructError,
     IncompleteOutputError,
@@ -104,8 +112,14 @@ def attempts(
     endpoint: str,
     context: Any = None,
     max_answer_bytes: int | None = DEFAULT_MAX_ANSWER_BYTES,
+    strict_refused: Callable[[str], None] | None = None,
 ) -> Generator[Send | Sleep, Any, Outcome]:
-    """Drive one structured call; see the module docstring for the rules."""
+    """Drive one structured call; see the module docstring for the rules.
+
+    ``strict_refused``: given when ``request`` tries a tool's ``strict`` on an endpoint not
+    known to take it; a 400 about ``strict`` then calls it with the endpoint and resends the
+    request without the flag.
+    """
     started = time.monotonic()
     usage = Usage()
     first_messages = request["messages"]
@@ -118,6 +132,11 @@ def attempts(
         answer = yield Send(request, _attempt_timeout(request, policy, started))
         if isinstance(answer, DbstructError):
             error = answer
+            if strict_refused is not None and sends_strict(request) and is_strict_refusal(error):
+                strict_refused(endpoint)
+                request = without_strict(request)
+                attempt -= 1  # see the module docstring: this resend is not counted
+                continue
             if not getattr(error, "retryable", False):
                 sent = attempt if getattr(error, "sent", True) else attempt - 1
                 return _failed(error, sent, usage, started, last_completion)

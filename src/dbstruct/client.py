@@ -13,14 +13,16 @@ import asyncio
 import email.utils
 import hashlib
 import time
-from collections.abc import Generator, Sequence
+from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Generic, Literal, Protocol, TypeVar
 
 import openai
 
 from dbstruct._input import check_context, check_text, context_window
+from dbstruct._params import check_keywords
 from dbstruct._retry import Outcome, RetryPolicy, Send, Sleep, attempts
+from dbstruct._strict import StrictSupport, without_strict
 from dbstruct.auth import Credentials, redact
 from dbstruct.cache import ResponseCache, cache_key, cached_answer, chat_request, to_cached
 from dbstruct.errors import (
@@ -97,6 +99,8 @@ class _Base(Generic[C]):
         self.max_answer_bytes = max_answer_bytes
         # (endpoint, token fingerprint) -> the refusal it got, and when; see _refusal()
         self._refused: dict[tuple[str, str], tuple[EndpointError, float]] = {}
+        # which endpoints take a tool's "strict" field (Mode.TOOLS_STRICT): by name or learned
+        self._strict = StrictSupport()
 
     def __repr__(self) -> str:
         return (
@@ -117,6 +121,7 @@ class _Base(Generic[C]):
         validation_context: Any,
         kwargs: dict[str, Any],
     ) -> _Call:
+        check_keywords(kwargs, "create()", own=_CREATE_PARAMETERS)
         target = ResponseTarget.of(response_model)
         endpoint = kwargs.pop("model", None) or self.endpoint
         check_text(messages)
@@ -128,6 +133,9 @@ class _Base(Generic[C]):
         policy = self.policy
         if max_retries is not None:
             policy = replace(policy, max_retries=max_retries)
+        # keyed as built: whether "strict" is sent depends on what the client has learned
+        key = cache_key(self.mode, request) if self.cache is not None else None
+        request, strict_refused = self._strict_plan(request, endpoint)
         steps = attempts(
             self.mode,
             target,
@@ -136,9 +144,21 @@ class _Base(Generic[C]):
             endpoint=endpoint,
             context=validation_context,
             max_answer_bytes=self.max_answer_bytes,
+            strict_refused=strict_refused,
         )
-        key = cache_key(self.mode, request) if self.cache is not None else None
         return _Call(steps, target, endpoint, key, validation_context)
+
+    def _strict_plan(
+        self, request: dict[str, Any], endpoint: str
+    ) -> tuple[dict[str, Any], Callable[[str], None] | None]:
+        """The request to send, with or without a tool's ``strict`` (see
+        :mod:`dbstruct._strict`), and what to call when ``endpoint`` refuses it."""
+        if self.mode is not Mode.TOOLS_STRICT:
+            return request, None
+        takes = self._strict.get(endpoint)
+        if takes is None:
+            return request, self._strict.refused
+        return (request if takes else without_strict(request)), None
 
     def _begin(
         self,
@@ -225,6 +245,8 @@ class _Call:
 
 
 _REFUSALS = (AuthenticationError, PermissionDeniedError, EndpointNotFoundError)
+#: create()'s own parameters, suggested with the request fields for a misspelt keyword
+_CREATE_PARAMETERS = ("response_model", "messages", "max_retries", "validation_context")
 
 
 def _fingerprint(headers: dict[str, str]) -> str:
@@ -235,6 +257,13 @@ def _fingerprint(headers: dict[str, str]) -> str:
 def _timed(step: Send) -> dict[str, Any]:
     """The request of an attempt, with its shorter timeout when the deadline is near."""
     return step.request if step.timeout is None else {**step.request, "timeout": step.timeout}
+
+
+def _with_headers(request: dict[str, Any], headers: dict[str, str]) -> dict[str, Any]:
+    """The SDK call's arguments: the request, its caller's ``extra_headers`` and the auth
+    headers (which win)."""
+    extra = request.get("extra_headers")
+    return {**request, "extra_headers": {**extra, **headers} if extra else headers}
 
 
 def _raise(outcome: Outcome) -> Any:
@@ -310,7 +339,7 @@ class StructuredClient(_Base[openai.OpenAI]):
         if known is not None:
             return known
         try:
-            return self._openai.chat.completions.create(**request, extra_headers=headers)
+            return self._openai.chat.completions.create(**_with_headers(request, headers))
         except openai.APIError as e:
             return self._translate(e, request["model"], headers)
 
@@ -395,7 +424,7 @@ class AsyncStructuredClient(_Base[openai.AsyncOpenAI]):
             answer = self._refusal(request["model"], headers)
             if answer is None:
                 answer = await self._openai.chat.completions.create(
-                    **request, extra_headers=headers
+                    **_with_headers(request, headers)
                 )
         except openai.APIError as e:
             answer = self._translate(e, request["model"], headers)

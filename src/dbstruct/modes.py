@@ -2,7 +2,9 @@
 
 TOOLS           one tool with the compiled schema; ``tool_choice`` forces it. Answer: the
                 tool call's arguments.
-TOOLS_STRICT    as TOOLS with ``"strict": true`` and the strict schema (GPT endpoints only).
+TOOLS_STRICT    as TOOLS with the strict schema and ``"strict": true`` where the endpoint
+                takes it (GPT endpoints; elsewhere the same schema without the flag,
+                see :mod:`dbstruct._strict`).
 PARALLEL_TOOLS  one tool per model of ``Iterable[A | B]``, ``tool_choice="required"``.
                 Answer: every tool call, validated by its tool's model.
 FUNCTIONS       legacy ``functions`` + ``function_call``. Answer: ``message.function_call``.
@@ -447,8 +449,13 @@ def reask_messages(
                 for c in calls
             ],
         }
-        if message.content:  # Claude endpoints reject empty text beside tool calls
-            assistant["content"] = message.content
+        # Claude endpoints (Opus at least) reject an assistant turn whose text is empty, missing
+        # or blank beside its tool calls ("messages: text content blocks must be non-empty");
+        # a single space is what Databricks' own client sends instead
+        # (https://github.com/databricks/databricks-ai-bridge/pull/333), and every other
+        # endpoint takes it too.
+        content = message.content
+        assistant["content"] = content if _answer_text(content).strip() else " "
         fix = problem + "Call the function again with every error fixed."
         replies = [{"role": "tool", "tool_call_id": c.id, "content": fix} for c in calls]
         return [*request_messages, assistant, *replies]
@@ -459,8 +466,9 @@ def reask_messages(
             fix += " Put it in a ```json code block."
     else:
         fix = problem + "Call the function again with every error fixed."
+    # never an empty or blank assistant text with no tool call: Claude endpoints refuse it
     return [
         *request_messages,
-        {"role": "assistant", "content": raw or "(no answer)"},
+        {"role": "assistant", "content": raw if _answer_text(raw).strip() else "(no answer)"},
         {"role": "user", "content": fix},
     ]

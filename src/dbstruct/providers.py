@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import inspect
 import os
 from typing import Any, Literal
 
 import openai
 
+from dbstruct._params import check_keywords
 from dbstruct._retry import RetryPolicy
 from dbstruct.auth import Credentials, resolve_credentials
 from dbstruct.cache import ResponseCache, open_cache
@@ -14,7 +16,7 @@ from dbstruct.client import AsyncStructuredClient, StructuredClient
 from dbstruct.errors import ConfigurationError
 from dbstruct.modes import DEFAULT_MAX_ANSWER_BYTES, Mode
 
-__all__ = ["from_provider", "parse_model"]
+__all__ = ["from_provider", "parse_model", "provider_parameters"]
 
 SUPPORTED = "databricks/<endpoint-name>, e.g. 'databricks/databricks-meta-llama-3-3-70b-instruct'"
 # The token is set per request (Credentials.headers); the SDK insists on an api_key of its own.
@@ -86,6 +88,9 @@ def from_provider(
     ``timeout`` bounds one request, ``total_timeout`` one ``create()`` with its retries and
     waits; ``max_retries`` counts attempts after the first. Other keyword arguments
     (temperature, max_tokens, ...) are defaults of every ``create()``; a per-call value wins.
+    They must be chat request fields Databricks endpoints take (:data:`dbstruct._params.
+    REQUEST_FIELDS`) or openai per-request options (timeout, extra_headers, extra_body...);
+    anything else is a ``ConfigurationError`` naming the closest valid parameter.
     ``cache`` (a path or a :class:`dbstruct.cache.DiskCache`) answers a request seen before
     from disk, without sending it; see :mod:`dbstruct.cache`.
 
@@ -97,6 +102,7 @@ def from_provider(
     ``max_answer_bytes`` (default 1 MiB; None: no limit) is an ``OversizedOutputError``,
     not parsed and not retried.
     """
+    check_keywords(defaults, "from_provider", own=provider_parameters())
     endpoint = parse_model(model)
     chosen = _mode(mode)
     if max_retries < 0:
@@ -129,3 +135,15 @@ def from_provider(
         return AsyncStructuredClient(openai.AsyncOpenAI(http_client=http, **common), **options)
     http_sync = openai.DefaultHttpxClient(limits=limits, timeout=timeout)
     return StructuredClient(openai.OpenAI(http_client=http_sync, **common), **options)
+
+
+def provider_parameters() -> tuple[str, ...]:
+    """The keyword parameters of :func:`from_provider` (``model`` and ``**defaults`` aside)."""
+    return _PARAMETERS
+
+
+_PARAMETERS = tuple(
+    name
+    for name, p in inspect.signature(from_provider).parameters.items()
+    if p.kind is inspect.Parameter.KEYWORD_ONLY
+)

@@ -15,7 +15,7 @@ from pydantic import BaseModel, field_validator
 
 import dbstruct
 from dbstruct import Mode
-from dbstruct.testing import Emulator
+from dbstruct.testing import Emulator, Reply
 from tests.corpus import CORPUS, Constrained, Customer, LineItem, Order, Ticket, UserExtract
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -197,6 +197,30 @@ def test_reask_sends_the_validation_error_back(emu: Emulator) -> None:
     assert completion.usage.completion_tokens == stats.completion_tokens
 
 
+CLAUDE_REASKS = {
+    Mode.TOOLS: Reply(content="", tool_calls=[("UserExtract", {"name": "Jason", "age": "x"})]),
+    Mode.TOOLS_STRICT: Reply(tool_calls=[("UserExtract", {"name": "Jason", "age": "x"})]),
+    Mode.JSON: Reply(content="   "),
+    Mode.MD_JSON: Reply(content=""),
+}
+
+
+@pytest.mark.parametrize("mode", CLAUDE_REASKS, ids=lambda m: m.name)
+def test_reasks_after_an_empty_text_are_accepted_by_claude(emu: Emulator, mode: Mode) -> None:
+    # Opus refuses an empty text block even beside tool calls (databricks-ai-bridge PR 333)
+    endpoint = "databricks-claude-opus-4-1"
+    emu.script([CLAUDE_REASKS[mode], {"name": "Jason", "age": 25}])
+    outcome = client(mode, endpoint).extract(UserExtract, user("jason is 25"))
+    assert outcome.value == UserExtract(name="Jason", age=25) and outcome.attempts == 2
+    assert [r["status"] for r in emu.records] == [200, 200]
+    assistant = emu.requests[-1]["messages"][-2]
+    assert assistant["role"] == "assistant"
+    if mode in (Mode.TOOLS, Mode.TOOLS_STRICT):
+        assert assistant["tool_calls"] and assistant["content"] == " "
+    else:
+        assert assistant["content"] == "(no answer)"
+
+
 class Strict(BaseModel):
     name: str
 
@@ -302,10 +326,9 @@ def test_401_403_404_and_400_raise_at_once(emu: Emulator) -> None:
         client(endpoint="no-such").create(response_model=UserExtract, messages=user("x"))
     assert missing.value.status == 404
     emu.configure(endpoints=None)
+    # (TOOLS_STRICT on a non-GPT endpoint no longer draws a 400: tests/unit/test_tools_strict.py)
     with pytest.raises(dbstruct.BadRequestError) as bad:
-        client(Mode.TOOLS_STRICT, endpoint="databricks-llama-4").create(
-            response_model=UserExtract, messages=user("x")
-        )
+        client(temperature=2.5).create(response_model=UserExtract, messages=user("x"))
     assert bad.value.status == 400 and bad.value.error_code
     assert emu.stats().requests == 3
 

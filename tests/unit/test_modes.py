@@ -270,3 +270,76 @@ def test_the_default_limit_is_1_mib() -> None:
     with pytest.raises(OversizedOutputError):
         parse_completion(Mode.JSON, target, completion({"content": padded_args((1 << 20) + 1)}))
     assert parse_completion(Mode.JSON, target, completion({"content": padded_args(1 << 20)}))
+
+
+# ---------------------------------------------------------------- re-asks Claude accepts
+
+# Bad answers whose text is empty, missing or blank, in every shape a mode can get back.
+EMPTY_TEXT_ANSWERS = {
+    "no content, tool call": tool_answer("UserExtract", '{"name": "J", "age": "old"}'),
+    "empty content, tool call": {
+        **tool_answer("UserExtract", '{"name": "J", "age": "old"}'),
+        "content": "",
+    },
+    "blank content, tool call": {
+        **tool_answer("UserExtract", '{"name": "J", "age": "old"}'),
+        "content": " \n",
+    },
+    "empty content": {"content": ""},
+    "blank content": {"content": "  \n "},
+    "no content": {"content": None},
+    "empty function call": {
+        "content": None,
+        "function_call": {"name": "UserExtract", "arguments": ""},
+    },
+    "blank function call": {
+        "content": "",
+        "function_call": {"name": "UserExtract", "arguments": "   "},
+    },
+}
+
+
+def _is_blank(content: Any) -> bool:
+    if content is None:
+        return True
+    if isinstance(content, list):
+        return all(not str(p.get("text", "")).strip() for p in content if p.get("type") == "text")
+    return not str(content).strip()
+
+
+@pytest.mark.parametrize("mode", list(Mode), ids=lambda m: m.name)
+@pytest.mark.parametrize("answer", EMPTY_TEXT_ANSWERS.values(), ids=EMPTY_TEXT_ANSWERS.keys())
+def test_reasks_never_send_an_empty_assistant_text(mode: Mode, answer: dict[str, Any]) -> None:
+    """Claude endpoints refuse an assistant turn with empty text and no tool call, and (Opus)
+    an empty text beside tool calls; a single space is what Databricks' own client sends
+    there (databricks-ai-bridge PR 333)."""
+    target = ResponseTarget.of(
+        Iterable[UserExtract] if mode is Mode.PARALLEL_TOOLS else UserExtract
+    )
+    bad = completion(answer)
+    with pytest.raises(InvalidOutputError) as caught:
+        parse_completion(mode, target, bad)
+    messages = reask_messages(mode, MESSAGES, bad, caught.value)
+    added = messages[len(MESSAGES) :]
+    assert added, "a bad answer is answered with a re-ask"
+    for message in (m for m in added if m["role"] == "assistant"):
+        if message.get("tool_calls"):
+            assert isinstance(message.get("content"), str) and message["content"] != ""
+        else:
+            assert not _is_blank(message.get("content")), message
+    assert added[-1]["role"] in ("user", "tool") and not _is_blank(added[-1]["content"])
+
+
+def test_a_tool_call_turn_keeps_the_models_own_text() -> None:
+    answer = {**tool_answer("UserExtract", '{"name": "J"}'), "content": "Calling the tool."}
+    bad = completion(answer)
+    with pytest.raises(InvalidOutputError) as caught:
+        parse_completion(Mode.TOOLS, ResponseTarget.of(UserExtract), bad)
+    assistant = reask_messages(Mode.TOOLS, MESSAGES, bad, caught.value)[len(MESSAGES)]
+    assert assistant["content"] == "Calling the tool."
+    empty = completion(tool_answer("UserExtract", '{"name": "J"}'))
+    with pytest.raises(InvalidOutputError) as caught:
+        parse_completion(Mode.TOOLS, ResponseTarget.of(UserExtract), empty)
+    assert (
+        reask_messages(Mode.TOOLS, MESSAGES, empty, caught.value)[len(MESSAGES)]["content"] == " "
+    )

@@ -8,6 +8,7 @@ pickled into the UDF's closure and run :func:`dbstruct.spark._worker.run_partiti
 
 from __future__ import annotations
 
+import inspect
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -16,9 +17,11 @@ from typing import TYPE_CHECKING, Any, Tuple  # noqa: UP035  (pyspark reads typi
 from pydantic import BaseModel
 
 import dbstruct
+from dbstruct._params import check_keywords
 from dbstruct.auth import Credentials, resolve_credentials
 from dbstruct.errors import ConfigurationError
 from dbstruct.modes import Mode
+from dbstruct.providers import provider_parameters
 from dbstruct.schema import compile_schema
 from dbstruct.spark import _frames
 from dbstruct.spark._prompt import Prompt, PromptSpec, TemplatePrompt, build_prompt
@@ -126,9 +129,12 @@ def structured_udf(
     tasks at once than ``workers`` keep the job under its cap; more (autoscaling) exceed it.
 
     Other keyword arguments (``temperature``, ``max_tokens``, ``timeout``, ...) go to
-    :func:`dbstruct.from_provider`. Credentials are resolved here, on the driver, and shipped
-    to the executors with the UDF (never shown in plans, reprs or logs).
+    :func:`dbstruct.from_provider`: its own options, or chat request fields; a misspelt one
+    (``concurency=16``) is a ``ConfigurationError`` here, before any Spark job. Credentials
+    are resolved here, on the driver, and shipped to the executors with the UDF (never shown
+    in plans, reprs or logs).
     """
+    _check_defaults(defaults)
     if not isinstance(concurrency, int) or concurrency < 1:
         raise ConfigurationError(f"concurrency must be a positive int, got {concurrency!r}")
     if buffer_rows is not None and buffer_rows < 1:
@@ -160,6 +166,16 @@ def structured_udf(
         limits=limits,
     )
     return StructuredUDF(spec, _frames.return_type(value_type, include_status))
+
+
+def _check_defaults(defaults: dict[str, Any]) -> None:
+    """Refuse a keyword that is neither an option of ``from_provider`` nor a request field."""
+    own = [n for n in inspect.signature(structured_udf).parameters if n != "defaults"]
+    # async_client: the executors' clients are async whatever is asked
+    passed = set(provider_parameters()) - {"async_client"}
+    check_keywords(
+        [k for k in defaults if k not in passed], "structured_udf", own=[*own, *sorted(passed)]
+    )
 
 
 class StructuredUDF:
