@@ -1,10 +1,8 @@
 """The ``dbstruct`` command: ``dbstruct <subcommand> ...``.
 
-    dbstruct run conf/demo.yml
-    dbstruct emulator --host 127.0.0.1 --port 8000 --token dapi-test --latency 0.05 --qps 20
-
 Each subcommand is a ``_add_<name>(subparsers)`` function that registers its parser and sets
-``func``; :func:`main` dispatches to it.
+``func``; :func:`main` dispatches to it. ``dbstruct --help`` shows :data:`DESCRIPTION` and
+:data:`EXAMPLES`, every example run by tests/unit/test_cli.py or tests/e2e/test_newcomer.py.
 """
 
 from __future__ import annotations
@@ -13,14 +11,53 @@ import argparse
 import json
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
-__all__ = ["build_parser", "main"]
+import yaml
+
+from dbstruct.errors import ConfigurationError
+
+__all__ = ["build_parser", "main", "read_emulator_config", "version"]
+
+DESCRIPTION = """\
+Typed, validated columns from free text in Databricks tables, with LLMs served on
+Databricks model serving endpoints."""
+
+EXAMPLES = """\
+examples:
+  dbstruct run --set source.limit=40
+      the demo job on 40 tickets: local Spark, the bundled sample of support tickets and
+      a local serving emulator whose answers are made up (without the --set: all 1,200)
+  dbstruct run conf/demo.yml --set emulator=false --set model=databricks/<your-endpoint>
+      the same job against a workspace: set DATABRICKS_HOST and DATABRICKS_TOKEN first
+  dbstruct emulator --port 0 --latency 0.05
+      a local stand-in for Databricks serving endpoints, on a free port (prints its URL)
+  dbstruct run --help
+      every option of a command"""
+
+
+def version() -> str:
+    """The installed distribution's version (the source tree's when not installed)."""
+    from importlib import metadata
+
+    try:
+        return metadata.version("dbstruct")
+    except metadata.PackageNotFoundError:  # run from a source tree without installing
+        from dbstruct import __version__
+
+        return __version__
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="dbstruct", description=__doc__.splitlines()[0])
-    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    parser = argparse.ArgumentParser(
+        prog="dbstruct",
+        description=DESCRIPTION,
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"dbstruct {version()}")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", title="commands")
     subparsers.required = True
     _add_run(subparsers)
     _add_emulator(subparsers)
@@ -38,20 +75,17 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _add_run(subparsers: Any) -> None:
+    from dbstruct.jobs._main import EXAMPLES as RUN_EXAMPLES
+    from dbstruct.jobs._main import RUN_DESCRIPTION, add_run_arguments
+
     p = subparsers.add_parser(
         "run",
-        help="run an extraction job from a conf file (default: conf/demo.yml)",
-        description="Run the scheduled extraction job described by a YAML conf file.",
-        add_help=False,  # the job parses its own arguments, --help included
+        help="run an extraction job file (without one: the demo)",
+        description=RUN_DESCRIPTION,
+        epilog=RUN_EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("job_args", nargs=argparse.REMAINDER)
-    p.set_defaults(func=_run_job)
-
-
-def _run_job(args: argparse.Namespace) -> int:
-    from dbstruct.jobs import main as job_main
-
-    return job_main(list(args.job_args))
+    add_run_arguments(p)  # sets func
 
 
 # ---------------------------------------------------------------- dbstruct emulator
@@ -60,7 +94,7 @@ def _run_job(args: argparse.Namespace) -> int:
 def _add_emulator(subparsers: Any) -> None:
     p = subparsers.add_parser(
         "emulator",
-        help="serve a local Databricks model serving emulator",
+        help="serve a local stand-in for Databricks serving endpoints",
         description="Serve OpenAI-compatible Databricks serving endpoints locally "
         "(dbstruct.testing.Emulator) until interrupted.",
     )
@@ -89,12 +123,17 @@ def _add_emulator(subparsers: Any) -> None:
     p.add_argument("--client-id")
     p.add_argument("--client-secret")
     p.add_argument("--token-ttl", type=float, help="lifetime of issued OAuth tokens (s)")
-    p.add_argument("--config", help="every setting as one JSON object (overridden by flags)")
+    p.add_argument(
+        "--config",
+        metavar="FILE_OR_JSON",
+        help="settings (EmulatorConfig fields) from a .json, .yml or .yaml file, or as JSON "
+        "text; flags override them",
+    )
     p.set_defaults(func=_run_emulator)
 
 
 def _emulator_settings(args: argparse.Namespace) -> dict[str, Any]:
-    settings: dict[str, Any] = json.loads(args.config) if args.config else {}
+    settings = read_emulator_config(args.config) if args.config else {}
     flags = {
         "tokens": args.token,
         "endpoints": args.endpoint,
@@ -120,13 +159,41 @@ def _emulator_settings(args: argparse.Namespace) -> dict[str, Any]:
     return settings
 
 
+def read_emulator_config(value: str) -> dict[str, Any]:
+    """``--config``: JSON text (it starts with ``{``), or a .json/.yml/.yaml file's path."""
+    if value.lstrip().startswith("{"):
+        where, text, kind = "--config", value, "json"
+    else:
+        path = Path(value)
+        kind = {".json": "json", ".yml": "yaml", ".yaml": "yaml"}.get(path.suffix.lower(), "")
+        if not kind:
+            raise ConfigurationError(
+                f"--config {value!r}: expected JSON text (an object, {{...}}) or the path of "
+                "a .json, .yml or .yaml file"
+            )
+        where = f"--config {value}"
+        try:
+            text = path.read_text(encoding="utf-8")
+        except OSError as e:
+            raise ConfigurationError(f"{where}: cannot read the file ({e.strerror})") from None
+    try:
+        data = json.loads(text) if kind == "json" else yaml.safe_load(text)
+    except (ValueError, yaml.YAMLError) as e:  # json.JSONDecodeError is a ValueError
+        raise ConfigurationError(f"{where}: not valid {kind.upper()}: {e}") from None
+    if not isinstance(data, dict):
+        raise ConfigurationError(
+            f"{where}: expected an object of settings, got {type(data).__name__}"
+        )
+    return data
+
+
 def _run_emulator(args: argparse.Namespace) -> int:
     from dbstruct.testing._config import EmulatorConfig
     from dbstruct.testing._emulator import serve_forever
 
     try:
         config = EmulatorConfig.from_dict(_emulator_settings(args))
-    except (ValueError, TypeError) as e:
+    except (ConfigurationError, ValueError, TypeError) as e:
         print(f"dbstruct emulator: {e}", file=sys.stderr)
         return 2
     serve_forever(config, args.host, args.port)

@@ -274,6 +274,107 @@ def test_retry_failed_resends_only_failed_ids_and_keeps_each_id_once(
     assert len(rows) == 120 and len({r["id"] for r in rows}) == 120
 
 
+# ------------------------------------------------------------------ where answers come from
+
+
+@pytest.mark.parametrize("kind", ["path", "table"])
+def test_answers_from_another_origin_are_refused_not_mixed_in(
+    spark: Any, emu: Emulator, tmp_path: Path, kind: str
+) -> None:
+    from dbstruct.errors import ConfigurationError
+
+    source = write_source(tmp_path / "in.jsonl", [text(i) for i in range(10)])
+    table = f"spark_catalog.default.origin_{os.getpid()}"
+    data = job(source, tmp_path / "out")
+    if kind == "table":
+        data["target"] = {"table": table}
+
+    def origin() -> str | None:
+        if kind == "path":
+            return (tmp_path / "out" / "_dbstruct_origin").read_text(encoding="utf-8").strip()
+        found = spark.sql(f"SHOW TBLPROPERTIES {table}").collect()
+        return {str(r[0]): str(r[1]) for r in found}.get("dbstruct.origin")
+
+    def rows() -> int:
+        df = (
+            spark.read.table(table)
+            if kind == "table"
+            else spark.read.parquet(str(tmp_path / "out"))
+        )
+        return int(df.count())
+
+    try:
+        made_up = run_job(spark, conf_of({**data, "emulator": {"latency": 0}}))
+        assert made_up.processed == 10 and origin() == "emulator"
+
+        with pytest.raises(ConfigurationError) as info:  # the same job, against "a workspace"
+            run_job(spark, conf_of(data), credentials=creds(emu))
+        where = table if kind == "table" else str(tmp_path / "out")
+        assert str(info.value) == (
+            f"target: {where} holds answers from the local serving emulator (made-up values); "
+            f"this run's would come from the endpoint {emu.base_url}/test-llm, and the two must "
+            f"not mix. Write them to another target (target.{kind}; with {{origin}} in it, each "
+            "origin gets its own), or replace what is there with --set target.mode=overwrite"
+        )
+        assert emu.stats().requests == 0 and rows() == 10
+
+        data["target"]["mode"] = "overwrite"
+        real = run_job(spark, conf_of(data), credentials=creds(emu))
+        assert real.processed == 10 and emu.stats().requests == 10 and rows() == 10
+        assert origin() == f"{emu.base_url}/test-llm"
+        data["target"]["mode"] = "append"  # the same origin resumes as before
+        assert run_job(spark, conf_of(data), credentials=creds(emu)).skipped == 10
+    finally:
+        spark.sql(f"DROP TABLE IF EXISTS {table}")
+
+
+# ------------------------------------------------------------------ seeding the source table
+
+
+def test_seed_from_sample_creates_the_source_the_bundle_job_reads(
+    spark: Any, emu: Emulator, tmp_path: Path
+) -> None:
+    from dbstruct.jobs import load_config
+    from dbstruct.jobs._io import sample_rows
+
+    table = f"spark_catalog.default.tickets_raw_{os.getpid()}"
+
+    def bundle_job(out: str) -> JobConfig:
+        """conf/tickets.yml as the bundle's dev target runs it, on a local table."""
+        overrides = [
+            f"source.table={table}",
+            "source.seed_from_sample=tickets",
+            "source.where=null",  # the sample's tickets are older than the nightly 30 days
+            "source.limit=30",
+            "target.table=null",
+            f"target.path={tmp_path / out}",
+            "chunk_rows=30",
+            "partitions=2",
+        ]
+        return load_config(Path(__file__).resolve().parents[2] / "conf/tickets.yml", overrides)
+
+    try:
+        summary = run_job(spark, bundle_job("out"), credentials=creds(emu))
+        seeded = spark.read.table(table)
+        assert seeded.count() == len(sample_rows("tickets"))
+        assert {"ticket_id", "customer_id", "subject", "body"} <= set(seeded.columns)
+        assert "customer" not in seeded.columns
+        assert (summary.processed, summary.failed, emu.stats().requests) == (30, 0, 30)
+        out = spark.read.parquet(str(tmp_path / "out"))
+        assert out.where(F.col("customer_id").isNull()).count() == 0
+
+        # an existing table is read as it is, never seeded over
+        spark.sql(f"DROP TABLE {table}")
+        spark.createDataFrame(
+            [("T-1", "2025-01-01", "Acme", "Hi", "Refund please")],
+            "ticket_id string, created_at string, customer_id string, subject string, body string",
+        ).write.saveAsTable(table)
+        again = run_job(spark, bundle_job("out2"), credentials=creds(emu))
+        assert spark.read.table(table).count() == 1 and again.source_rows == 1
+    finally:
+        spark.sql(f"DROP TABLE IF EXISTS {table}")
+
+
 # ------------------------------------------------------------------ the command line
 
 

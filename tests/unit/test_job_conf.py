@@ -318,3 +318,136 @@ def test_the_sample_is_what_the_generator_makes() -> None:
     assert len({r["ticket_id"] for r in rows}) == len(rows)
     assert len({r["body"] for r in rows}) == len(rows)  # no two rows share one request
     assert {r["language"] for r in rows} >= {"en", "de", "fr", "es", "nl", "pt"}
+
+
+# ---------------------------------------------------------------- target placeholders
+
+
+@pytest.mark.parametrize(
+    ("change", "path", "table"),
+    [
+        ({"emulator": True}, "out/emulator/triage", "main.s.t_emulator"),
+        ({"emulator": {"latency": 0}}, "out/emulator/triage", "main.s.t_emulator"),
+        ({"emulator": False}, "out/my-endpoint/triage", "main.s.t_my_endpoint"),
+        ({}, "out/my-endpoint/triage", "main.s.t_my_endpoint"),
+    ],
+)
+def test_origin_in_a_target_is_emulator_or_the_endpoint(
+    change: dict[str, Any], path: str, table: str
+) -> None:
+    by_path = parse_config(with_({**change, "target": {"path": "out/{origin}/triage"}}))
+    assert by_path.target.path == path
+    by_table = parse_config(with_({**change, "target": {"table": "main.s.t_{ origin }"}}))
+    assert by_table.target.table == table
+    endpoint = parse_config(with_({**change, "target": {"path": "out/{endpoint}"}}))
+    assert endpoint.target.path == "out/my-endpoint"
+
+
+def test_the_demo_writes_each_origins_answers_to_its_own_target() -> None:
+    demo = ROOT / "conf" / "demo.yml"
+    assert load_config(demo).target.path == ".dbstruct/demo/emulator/ticket_triage"
+    real = load_config(demo, ["emulator=false", "model=databricks/my-llm"])
+    assert real.target.path == ".dbstruct/demo/my-llm/ticket_triage"
+
+
+def test_an_unknown_placeholder_is_named_with_the_closest_one() -> None:
+    message = error_of(with_({"target": {"path": "out/{orign}"}}))
+    assert message == (
+        "conf/x.yml: target.path: unknown placeholder {orign}; did you mean '{origin}'? "
+        "(placeholders: {origin}, {endpoint})"
+    )
+
+
+def test_a_placeholder_waits_for_a_valid_model() -> None:
+    message = error_of(with_({"model": "openai/x", "target": {"path": "out/{origin}"}}))
+    assert message == "conf/x.yml: model: expected databricks/<endpoint-name>, got 'openai/x'"
+
+
+# ---------------------------------------------------------------- did you mean
+
+
+@pytest.mark.parametrize(
+    ("change", "expected"),
+    [
+        ({"concurency": 8}, "conf/x.yml: concurency: unknown key; did you mean 'concurrency'?"),
+        ({"source.tabel": "a.b.c"}, "source.tabel: unknown key; did you mean 'source.table'?"),
+        ({"target.pth": "/o"}, "target.pth: unknown key; did you mean 'target.path'?"),
+        ({"cache": {"tabel": "a.b.c"}}, "cache.tabel: unknown key; did you mean 'cache.table'?"),
+        ({"emulator": {"latncy": 1}}, "emulator.latncy: unknown key; did you mean 'emulator.l"),
+        ({"zzz": 1}, "zzz: unknown key (the keys: version, name, source, response_model"),
+    ],
+)
+def test_an_unknown_key_is_named_with_the_closest_valid_one(
+    change: dict[str, Any], expected: str
+) -> None:
+    assert expected in error_of(with_(change))
+
+
+def test_set_refuses_unknown_keys_but_not_free_form_ones(tmp_path: Path) -> None:
+    path = tmp_path / "job.yml"
+    path.write_text(yaml.safe_dump(good()), encoding="utf-8")
+    with pytest.raises(ConfigurationError) as info:
+        load_config(path, ["source.tabel=a.b.c"])
+    assert str(info.value) == "--set source.tabel: unknown key; did you mean 'source.table'?"
+    conf = load_config(path, ["options.top_p=0.5", "source.options.multiLine='true'"])
+    assert conf.options == {"top_p": 0.5} and conf.source.options == {"multiLine": "true"}
+
+
+def test_a_missing_class_or_module_is_named() -> None:
+    missing_class = error_of(with_({"response_model": "dbstruct.examples:TicketTriag"}))
+    assert missing_class == (
+        "conf/x.yml: response_model: module 'dbstruct.examples' has no class 'TicketTriag'; "
+        "did you mean 'dbstruct.examples:TicketTriage'?"
+    )
+    nothing_close = error_of(with_({"response_model": "dbstruct.examples:Invoice"}))
+    assert nothing_close.endswith("module 'dbstruct.examples' has no class 'Invoice'")
+    top_level = error_of(with_({"response_model": "no_such_models:Ticket"}))
+    assert top_level.endswith("cannot import 'no_such_models': there is no module of that name")
+
+
+# ---------------------------------------------------------------- seeding a source table
+
+
+def test_seed_from_sample_goes_with_a_table() -> None:
+    conf = parse_config(with_({"source.seed_from_sample": "tickets"}))
+    assert conf.source.seed_from_sample == "tickets" and conf.source.table
+    path_source = {"path": "/in", "id_column": "id", "text_columns": ["body"]}
+    message = error_of(with_({"source": {**path_source, "seed_from_sample": "tickets"}}))
+    assert "source: seed_from_sample goes with table" in message
+    assert "source.seed_from_sample: input should be 'tickets'" in error_of(
+        with_({"source.seed_from_sample": "ticket"})
+    )
+
+
+# ---------------------------------------------------------------- what the demo prints
+
+
+def test_the_demo_notice_says_the_answers_are_made_up_not_read() -> None:
+    from dbstruct.jobs._main import _DEMO_NOTICE
+
+    assert "not from a model" in _DEMO_NOTICE and "not read from the tickets" in _DEMO_NOTICE
+    assert "the same request\nalways gets the same answer" in _DEMO_NOTICE
+    assert all(len(line) <= 100 for line in _DEMO_NOTICE.splitlines())
+
+
+def test_rows_are_printed_one_field_a_line() -> None:
+    from dbstruct.jobs._show import MAX_WIDTH, format_records
+
+    records = [
+        {"id": "T-1", "summary": "x " * 200, "order": {"reference": "INV-1", "amount": None}},
+        {"id": "T-2", "summary": "Refund\nplease", "order": None, "error": "RefusalError: no"},
+    ]
+    text = format_records(records, ["id", "summary", "order", "error"])
+    blocks = text.split("\n\n")
+    assert len(blocks) == 2
+    first = blocks[0].splitlines()
+    assert first[0] == "  id       T-1"
+    assert first[1].startswith("  summary  x x ") and first[1].endswith("...")
+    assert len(first[1]) == len("  summary  ") + MAX_WIDTH
+    assert first[2] == '  order    {"reference": "INV-1", "amount": null}'
+    assert first[3] == "  error    null"
+    assert blocks[1].splitlines()[1:] == [
+        "  summary  Refund please",
+        "  order    null",
+        "  error    RefusalError: no",
+    ]

@@ -1,8 +1,14 @@
-"""The job's source (what to read) and the bundled sample of support tickets."""
+"""The job's source (what to read) and the bundled sample of support tickets.
+
+The sample's DataFrame names its columns as ``conf/tickets.yml`` reads them
+(``customer_id``; the file says ``customer``), so ``source.seed_from_sample: tickets``
+makes a table that job file reads as it is.
+"""
 
 from __future__ import annotations
 
 import json
+import logging
 from importlib import resources
 from typing import TYPE_CHECKING, Any
 
@@ -13,16 +19,20 @@ if TYPE_CHECKING:
 
     from dbstruct.jobs.conf import SourceConfig
 
-__all__ = ["SAMPLES", "read_sample", "read_source", "sample_rows"]
+__all__ = ["SAMPLES", "read_sample", "read_source", "sample_rows", "seed_table"]
+
+logger = logging.getLogger("dbstruct.jobs")
 
 #: bundled samples: name -> (file in dbstruct/data, Spark schema)
 SAMPLES = {
     "tickets": (
         "tickets.jsonl",
-        "ticket_id string, created_at string, channel string, customer string, plan string, "
+        "ticket_id string, created_at string, channel string, customer_id string, plan string, "
         "language string, subject string, body string",
     ),
 }
+#: a sample file's field -> its DataFrame column
+_RENAMED = {"customer": "customer_id"}
 
 
 def sample_rows(name: str) -> list[dict[str, Any]]:
@@ -40,11 +50,26 @@ def read_sample(spark: SparkSession, name: str) -> DataFrame:
 
     _, schema = SAMPLES[name]
     columns = [part.split()[0] for part in schema.split(",")]
-    frame = pd.DataFrame(sample_rows(name), columns=columns)
+    rows = [{_RENAMED.get(k, k): v for k, v in row.items()} for row in sample_rows(name)]
+    frame = pd.DataFrame(rows, columns=columns)
     df = spark.createDataFrame(frame, schema=schema)
     if "created_at" in columns:
         df = df.withColumn("created_at", F.col("created_at").cast("timestamp"))
     return df
+
+
+def seed_table(spark: SparkSession, table: str, sample: str) -> bool:
+    """Write a bundled sample into ``table`` if there is no such table; whether it did.
+
+    An existing table is left as it is, whatever it holds (``mode("ignore")``: a job
+    started twice at once does not write it twice).
+    """
+    if spark.catalog.tableExists(table):
+        return False
+    df = read_sample(spark, sample)
+    df.write.mode("ignore").saveAsTable(table)
+    logger.info("source.seed_from_sample: created %s from the bundled sample %r", table, sample)
+    return True
 
 
 def read_source(
@@ -59,6 +84,8 @@ def read_source(
     if conf.sample is not None:
         df = read_sample(spark, conf.sample)
     elif conf.table is not None:
+        if conf.seed_from_sample is not None:
+            seed_table(spark, conf.table, conf.seed_from_sample)
         df = spark.read.table(conf.table)
     else:
         options = dict(conf.options if options is None else options)

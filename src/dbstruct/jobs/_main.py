@@ -15,23 +15,42 @@ from importlib import resources
 from typing import TYPE_CHECKING, Any
 
 from dbstruct.errors import ConfigurationError
-from dbstruct.jobs.conf import JobConfig, load_config
-from dbstruct.jobs.run import run_job
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
 
-    from dbstruct.jobs._progress import JobSummary
-
-__all__ = ["build_parser", "demo_conf_path", "entry", "main"]
+__all__ = [
+    "add_run_arguments",
+    "build_parser",
+    "demo_conf_path",
+    "entry",
+    "main",
+    "real_workspace_hint",
+    "run_command",
+]
 
 _DEMO_NOTICE = """\
 dbstruct demo: the answers come from the local serving emulator (dbstruct.testing.Emulator),
-which makes up schema-valid values: the pipeline is real, the extractions are not."""
+not from a model. It makes up values that fit the response model's schema (the same request
+always gets the same answer); they are not read from the tickets, so a row's category or
+language says nothing about its ticket. The pipeline is real: Spark, requests, retries,
+validation, writes."""
 _REAL_WORKSPACE = """\
-To run this job against a real workspace:
-  export DATABRICKS_HOST=https://<your-workspace>  DATABRICKS_TOKEN=<a token>
+To run this job against a workspace (its answers go to a target of their own):
+  export DATABRICKS_HOST=https://<your-workspace>.cloud.databricks.com DATABRICKS_TOKEN=<token>
   dbstruct run {conf}--set emulator=false --set model=databricks/<your-endpoint>"""
+#: the repository's copy of the demo job file, as a clone's README runs it
+REPO_DEMO = "conf/demo.yml"
+
+EXAMPLES = """\
+examples:
+  dbstruct run --set source.limit=40
+      the demo on its first 40 tickets: local Spark, the bundled sample, and a local
+      serving emulator that makes up the answers (without CONF: the demo, 1,200 tickets)
+  dbstruct run conf/demo.yml --set emulator=false --set model=databricks/<your-endpoint>
+      the same job against a workspace: set DATABRICKS_HOST and DATABRICKS_TOKEN first
+
+Exit status: 0 done, 1 error rate over max_error_rate, 2 bad job file or settings."""
 
 
 def demo_conf_path() -> str:
@@ -39,24 +58,43 @@ def demo_conf_path() -> str:
     return str(resources.files("dbstruct").joinpath("data/demo.yml"))
 
 
-def build_parser(prog: str = "dbstruct run") -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog=prog,
-        description="Extract a response model from every row of a table, resumably.",
-        epilog="Exit status: 0 done, 1 error rate over max_error_rate, 2 bad job file.",
+def add_run_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """Add ``dbstruct run``'s arguments to ``parser`` (also ``dbstruct``'s ``run`` parser)."""
+    parser.add_argument(
+        "conf", nargs="?", metavar="CONF", help="the job file (YAML); default: the demo"
     )
-    parser.add_argument("conf", nargs="?", help="the job file (YAML); default: the demo")
     parser.add_argument(
         "--set",
         dest="overrides",
         action="append",
         default=[],
         metavar="KEY=VALUE",
-        help="override a key of the job file, e.g. --set target.mode=overwrite (repeatable)",
+        help="set a key of the job file, e.g. --set target.mode=overwrite (repeatable; the "
+        "value is read as YAML)",
     )
-    parser.add_argument("--master", help="Spark master for a local session (default local[2])")
-    parser.add_argument("--rows", type=int, default=5, help="extracted rows to print (0: none)")
+    parser.add_argument("--master", help="Spark master of a local session (default local[2])")
+    parser.add_argument(
+        "--rows", type=int, default=3, metavar="N", help="extracted rows to print (0: none)"
+    )
+    parser.set_defaults(func=run_command)
     return parser
+
+
+def build_parser(prog: str = "dbstruct run") -> argparse.ArgumentParser:
+    return add_run_arguments(
+        argparse.ArgumentParser(
+            prog=prog,
+            description=RUN_DESCRIPTION,
+            epilog=EXAMPLES,
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+    )
+
+
+RUN_DESCRIPTION = """\
+Run an extraction job file: ask a Databricks serving endpoint for the response model of
+every source row and write typed results to the target, resumably (a rerun sends only the
+rows not in the target yet)."""
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -68,7 +106,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     args_list = list(sys.argv[1:] if argv is None else argv)
     if args_list[:1] == ["run"]:
         args_list = args_list[1:]
-    args = build_parser().parse_args(args_list)
+    return run_command(build_parser().parse_args(args_list))
+
+
+def run_command(args: argparse.Namespace) -> int:
+    """Run the job ``args`` (from :func:`add_run_arguments`) describe; the exit status."""
+    from dbstruct.jobs._show import show_rows
+    from dbstruct.jobs.conf import load_config
+    from dbstruct.jobs.run import run_job
+
     _setup_logging()
     try:
         conf = load_config(args.conf or demo_conf_path(), args.overrides)
@@ -82,7 +128,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         summary = run_job(spark, conf)
         print(summary.to_text())
         if args.rows > 0:
-            _show_rows(spark, conf, summary, args.rows)
+            show_rows(spark, conf, summary, args.rows)
     except ConfigurationError as e:
         stopped = getattr(e, "summary", None)
         if stopped is not None:  # a JobStoppedError: say what was committed before the stop
@@ -98,7 +144,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "(--set target.mode=overwrite starts over)."
         )
     if conf.emulator is not None:
-        print("\n" + _REAL_WORKSPACE.format(conf=f"{args.conf} " if args.conf else ""))
+        print("\n" + real_workspace_hint(args.conf))
     if summary.exit_code:
         print(
             f"dbstruct run: error rate {summary.error_rate:.2%} is over max_error_rate "
@@ -106,6 +152,17 @@ def main(argv: Sequence[str] | None = None) -> int:
             file=sys.stderr,
         )
     return summary.exit_code
+
+
+def real_workspace_hint(conf: str | None) -> str:
+    """How to run the job of ``conf`` (None: the demo) against a workspace.
+
+    For the demo it names ``conf/demo.yml`` when there is one here (a clone, as the README
+    runs it), else no file (the packaged demo).
+    """
+    if conf is None and os.path.isfile(REPO_DEMO):
+        conf = REPO_DEMO
+    return _REAL_WORKSPACE.format(conf=f"{conf} " if conf else "")
 
 
 def entry() -> None:
@@ -161,30 +218,3 @@ def _session(master: str | None) -> tuple[SparkSession, bool]:
     }.items():
         builder = builder.config(key, value)
     return builder.getOrCreate(), True
-
-
-def _show_rows(spark: SparkSession, conf: JobConfig, summary: JobSummary, n: int) -> None:
-    from pyspark.sql import functions as F
-
-    from dbstruct.jobs._targets import open_target
-
-    target = open_target(spark, conf.target, conf.source.id_column)
-    if not target.exists():
-        return
-    rows = target.read()
-    mine = rows.where(F.col("batch").startswith(summary.run_id + "-"))
-    if summary.processed:
-        rows = mine
-    columns = [conf.source.id_column]
-    if conf.target.output == "struct":
-        struct: Any = rows.schema[conf.target.result_column].dataType
-        columns += [f"{conf.target.result_column}.{name}" for name in struct.fieldNames()[:6]]
-    else:
-        names = set(rows.columns) - {conf.source.id_column, *conf.source.keep_columns}
-        columns += [c for c in rows.columns if c in names and c not in _NOT_SHOWN][:6]
-    print(f"\nA few rows of {target.where}:")
-    rows.select(*columns, "error").show(n, truncate=28)
-
-
-_NOT_SHOWN = {"error", "attempts", "prompt_tokens", "completion_tokens", "latency_ms", "batch",
-              "processed_at"}  # fmt: skip

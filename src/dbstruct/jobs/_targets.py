@@ -37,7 +37,15 @@ if TYPE_CHECKING:
 
     from dbstruct.jobs.conf import TargetConfig
 
-__all__ = ["Target", "batch_name", "delta_available", "open_target", "table_provider"]
+__all__ = [
+    "ORIGIN_FILE",
+    "ORIGIN_PROPERTY",
+    "Target",
+    "batch_name",
+    "delta_available",
+    "open_target",
+    "table_provider",
+]
 
 logger = logging.getLogger("dbstruct.jobs")
 
@@ -95,6 +103,14 @@ class Target(abc.ABC):
     def supports_retry(self) -> bool:
         return True
 
+    @abc.abstractmethod
+    def origin(self) -> str | None:
+        """What answered the rows (:mod:`dbstruct.jobs._origin`), as recorded; None if not."""
+
+    @abc.abstractmethod
+    def record_origin(self, origin: str) -> None:
+        """Record what answers the rows; the target exists (:meth:`replace` made it)."""
+
     def _superseded(self) -> DataFrame:
         """(id, batch) of rows that a newer row of the same id replaces."""
         from pyspark.sql import functions as F
@@ -107,6 +123,24 @@ class Target(abc.ABC):
         )
         stale = t.join(latest, self.id_column).where(F.col("batch") < F.col("_latest"))
         return stale.select(self.id_column, "batch")
+
+
+#: the table property holding a table target's origin
+ORIGIN_PROPERTY = "dbstruct.origin"
+#: the file holding a Parquet path target's origin (``_``: Spark's readers skip it)
+ORIGIN_FILE = "_dbstruct_origin"
+
+
+def _table_origin(spark: SparkSession, sql_name: str) -> str | None:
+    for row in spark.sql(f"SHOW TBLPROPERTIES {sql_name}").collect():
+        if str(row[0]) == ORIGIN_PROPERTY:
+            return str(row[1])
+    return None
+
+
+def _record_table_origin(spark: SparkSession, sql_name: str, origin: str) -> None:
+    quoted = origin.replace("\\", "\\\\").replace("'", "\\'")
+    spark.sql(f"ALTER TABLE {sql_name} SET TBLPROPERTIES ('{ORIGIN_PROPERTY}' = '{quoted}')")
 
 
 # ---------------------------------------------------------------- Delta
@@ -147,6 +181,12 @@ class DeltaTarget(Target):
     def discard(self, batch: str) -> bool:
         self.spark.sql(f"DELETE FROM {self.sql_name} WHERE batch = '{batch}'")
         return True
+
+    def origin(self) -> str | None:
+        return _table_origin(self.spark, self.sql_name) if self.exists() else None
+
+    def record_origin(self, origin: str) -> None:
+        _record_table_origin(self.spark, self.sql_name, origin)
 
     def settle(self) -> int:
         if not self.exists():
@@ -189,6 +229,12 @@ class ParquetTableTarget(Target):
 
     def settle(self) -> int:
         return 0  # only retries make duplicates, and they are refused here
+
+    def origin(self) -> str | None:
+        return _table_origin(self.spark, self.table) if self.exists() else None
+
+    def record_origin(self, origin: str) -> None:
+        _record_table_origin(self.spark, self.table, origin)
 
     def supports_retry(self) -> bool:
         return False
@@ -251,6 +297,18 @@ class ParquetPathTarget(Target):
     def discard(self, batch: str) -> bool:
         shutil.rmtree(self._dir(batch, uri=False))
         return True
+
+    def origin(self) -> str | None:
+        try:
+            with open(os.path.join(self.local, ORIGIN_FILE), encoding="utf-8") as f:
+                return f.read().strip() or None
+        except FileNotFoundError:
+            return None
+
+    def record_origin(self, origin: str) -> None:
+        os.makedirs(self.local, exist_ok=True)
+        with open(os.path.join(self.local, ORIGIN_FILE), "w", encoding="utf-8") as f:
+            f.write(origin + "\n")
 
     def settle(self) -> int:
         self._repair()

@@ -7,7 +7,12 @@ naming the file, the key and what was expected::
 
     conf/x.yml: source.table: expected catalog.schema.table, got 'foo'
 
-See ``conf/demo.yml`` and ``conf/tickets.yml`` for every key with comments. Secrets are
+A key that does not exist is named with the closest valid one (``concurency: unknown key;
+did you mean 'concurrency'?``), in the file and in ``--set``. ``target.path`` and
+``target.table`` may hold ``{origin}`` (``emulator`` when the job file's emulator answers,
+else the endpoint name) and ``{endpoint}`` (the endpoint name), so answers from different
+places go to different targets. See ``conf/demo.yml`` and ``conf/tickets.yml`` for every
+key with comments. Secrets are
 written as references, ``{{secrets/<scope>/<key>}}`` or ``{{env:VAR}}``, and resolved at
 run time in ``credentials`` and ``source.options`` (:mod:`dbstruct.jobs._secrets`); a
 token written inline is refused.
@@ -15,11 +20,14 @@ token written inline is refused.
 
 from __future__ import annotations
 
+import difflib
 import functools
 import importlib
 import os
+import pkgutil
 import re
-from collections.abc import Iterable, Mapping
+import typing
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -85,6 +93,8 @@ class SourceConfig(_Section):
     format: Literal["delta", "parquet", "json", "csv", "orc"] | None = None
     options: dict[str, str] = Field(default_factory=dict)
     sample: Literal["tickets"] | None = None
+    #: with ``table``: create it from this bundled sample when it does not exist
+    seed_from_sample: Literal["tickets"] | None = None
     id_column: str
     text_columns: list[str] = Field(min_length=1)
     keep_columns: list[str] = Field(default_factory=list)
@@ -128,6 +138,8 @@ class SourceConfig(_Section):
             raise ValueError(f"give exactly one of table, path or sample, got {kinds or 'none'}")
         if self.format is not None and self.path is None:
             raise ValueError("format goes with path (a table knows its format)")
+        if self.seed_from_sample is not None and self.table is None:
+            raise ValueError("seed_from_sample goes with table (the table it creates)")
         if self.id_column in self.text_columns + self.keep_columns:
             raise ValueError(f"id_column {self.id_column!r} is also a text or keep column")
         return self
@@ -244,6 +256,11 @@ class JobConfig(_Section):
     emulator: EmulatorSettings | None = None
     credentials: CredentialsConfig | None = None
 
+    @model_validator(mode="before")
+    @classmethod
+    def _placeholders(cls, data: Any) -> Any:
+        return fill_target_placeholders(data)
+
     @field_validator("emulator", mode="before")
     @classmethod
     def _emulator_flag(cls, value: Any) -> Any:
@@ -314,11 +331,50 @@ def _import_model(ref: str) -> type[BaseModel]:
     try:
         module = importlib.import_module(module_name)
     except ImportError as e:
+        missing = getattr(e, "name", None)
+        if missing == module_name:
+            raise ValueError(
+                f"cannot import {module_name!r}: there is no module of that name"
+                + _did_you_mean(
+                    module_name.rpartition(".")[2],
+                    _sibling_modules(module_name),
+                    prefix=module_name.rpartition(".")[0] + ".",
+                )
+            ) from None
         raise ValueError(f"cannot import {module_name!r} ({type(e).__name__}: {e})") from None
     found = getattr(module, class_name, None)
+    if found is None:
+        models = [
+            name
+            for name, value in vars(module).items()
+            if isinstance(value, type) and issubclass(value, BaseModel) and value is not BaseModel
+        ]
+        raise ValueError(
+            f"module {module_name!r} has no class {class_name!r}"
+            f"{_did_you_mean(class_name, models, prefix=module_name + ':')}"
+        )
     if not (isinstance(found, type) and issubclass(found, BaseModel)):
         raise ValueError(f"{ref!r} is not a pydantic BaseModel class")
     return found
+
+
+def _sibling_modules(module_name: str) -> list[str]:
+    """The modules beside ``module_name`` in its package (top-level ones: none listed)."""
+    parent = module_name.rpartition(".")[0]
+    if not parent:
+        return []
+    try:
+        package = importlib.import_module(parent)
+    except ImportError:
+        return []
+    paths = getattr(package, "__path__", None)
+    return [m.name for m in pkgutil.iter_modules(paths)] if paths else []
+
+
+def _did_you_mean(name: str, choices: Sequence[str], *, prefix: str = "", suffix: str = "") -> str:
+    """``"; did you mean 'x'?"``, or ``""`` when no choice is close."""
+    close = difflib.get_close_matches(name, list(choices), n=1, cutoff=0.6)
+    return f"; did you mean '{prefix}{close[0]}{suffix}'?" if close else ""
 
 
 def _check_prompt(prompt: str | list[dict[str, str]], columns: list[str]) -> None:
@@ -351,6 +407,82 @@ def _check_names(conf: JobConfig) -> None:
             f"target: output column(s) {clash} collide with the id, keep, status or job columns "
             f"({', '.join(taken)}); rename the result column or use output: struct"
         )
+
+
+# ---------------------------------------------------------------- target placeholders
+
+_PLACEHOLDER = re.compile(r"\{([^{}]*)\}")
+PLACEHOLDERS = ("origin", "endpoint")
+
+
+def fill_target_placeholders(data: Any) -> Any:
+    """``data`` with ``{origin}`` and ``{endpoint}`` filled in ``target.path``/``table``.
+
+    ``{origin}`` is ``emulator`` when the job file's emulator answers, else the endpoint
+    name; ``{endpoint}`` is the endpoint name. In a table name, characters other than
+    letters, digits and ``_`` become ``_``. Left as they are while ``model`` is invalid (its
+    own error is reported).
+    """
+    if not isinstance(data, dict) or not isinstance(data.get("target"), dict):
+        return data
+    target = data["target"]
+    keys = [k for k in ("path", "table") if isinstance(target.get(k), str) and "{" in target[k]]
+    if not keys:
+        return data
+    from dbstruct.providers import parse_model
+
+    try:
+        endpoint = parse_model(str(data.get("model", "")))
+    except ConfigurationError:
+        return data
+    emulated = data.get("emulator") not in (None, False)
+    values = {"origin": "emulator" if emulated else endpoint, "endpoint": endpoint}
+    filled = dict(target)
+    for key in keys:
+
+        def fill(match: re.Match[str], key: str = key) -> str:
+            name = match.group(1).strip()
+            if name not in values:
+                raise ValueError(
+                    f"target.{key}: unknown placeholder {{{name}}}"
+                    f"{_did_you_mean(name, PLACEHOLDERS, prefix='{', suffix='}')}"
+                    f" (placeholders: {', '.join('{' + p + '}' for p in PLACEHOLDERS)})"
+                )
+            value = values[name]
+            return re.sub(r"\W", "_", value) if key == "table" else value
+
+        filled[key] = _PLACEHOLDER.sub(fill, target[key])
+    return {**data, "target": filled}
+
+
+# ---------------------------------------------------------------- key names
+
+
+def _section_class(annotation: Any) -> type[BaseModel] | None:
+    """The section model a field holds (``SourceConfig``, ``CacheConfig | None``...)."""
+    for candidate in (annotation, *typing.get_args(annotation)):
+        if isinstance(candidate, type) and issubclass(candidate, BaseModel):
+            return candidate
+    return None
+
+
+def unknown_key(parts: Sequence[str]) -> str | None:
+    """Why the dotted key ``parts`` names no key of a job file, with the closest valid
+    key; None when it does (keys under free-form mappings such as ``options`` all do)."""
+    model: type[BaseModel] | None = JobConfig
+    for depth, part in enumerate(parts):
+        if model is None:
+            return None  # inside a mapping (options...) or a value: anything goes
+        fields = list(model.model_fields)
+        if part not in fields:
+            where = ".".join(parts[: depth + 1])
+            parent = ".".join(parts[:depth]) + "." if depth else ""
+            hint = _did_you_mean(part, fields, prefix=parent)
+            if not hint:
+                hint = f" (the keys{' of ' + parent[:-1] if parent else ''}: {', '.join(fields)})"
+            return f"{where}: unknown key{hint}"
+        model = _section_class(model.model_fields[part].annotation)
+    return None
 
 
 # ---------------------------------------------------------------- loading
@@ -386,6 +518,9 @@ def apply_overrides(
     out: dict[str, Any] = _deep_copy(data)
     items = overrides.items() if isinstance(overrides, Mapping) else map(_split, overrides)
     for key, value in items:
+        problem = unknown_key(key.split("."))
+        if problem is not None:
+            raise ConfigurationError(f"--set {key}: {problem.partition(': ')[2]}")
         node = out
         *parents, last = key.split(".")
         for part in parents:
@@ -447,7 +582,7 @@ def _describe(err: Any) -> str:
     if kind == "missing":
         return f"{where}: required, missing"
     if kind == "extra_forbidden":
-        return f"{where}: unknown key"
+        return unknown_key(loc) or f"{where}: unknown key"
     if kind in ("value_error", "assertion_error"):
         return f"{where}: {message.removeprefix('Value error, ')}"
     got = err.get("input")

@@ -5,9 +5,11 @@
     summary = run_job(spark, load_config("conf/tickets.yml"))
     print(summary.to_text())
 
-The steps: settle the target (one row per id, after a crash), find the ids still to do
-(not in the target; with ``retry_failed`` also those whose row failed), split them into
-chunks of about ``chunk_rows`` by a hash of the id, and commit each chunk with one write.
+The steps: check that the target holds no answers from elsewhere (the emulator, another
+workspace or endpoint: :mod:`dbstruct.jobs._origin`), settle the target (one row per id,
+after a crash), find the ids still to do (not in the target; with ``retry_failed`` also
+those whose row failed), split them into chunks of about ``chunk_rows`` by a hash of the
+id, and commit each chunk with one write.
 A killed run loses at most the chunks in flight; the next run does only what is missing.
 See :mod:`dbstruct.jobs._targets` for how each format keeps each id exactly once.
 """
@@ -26,6 +28,7 @@ from dbstruct.errors import ConfigurationError, JobStoppedError
 from dbstruct.jobs._cache import JobCache, has_value, open_job_cache, udf_inputs
 from dbstruct.jobs._credentials import job_credentials
 from dbstruct.jobs._io import read_source
+from dbstruct.jobs._origin import claim_target, job_origin, record_origin
 from dbstruct.jobs._progress import ChunkStats, JobSummary, Progress
 from dbstruct.jobs._secrets import resolve_references
 from dbstruct.jobs._targets import Target, batch_name, open_target
@@ -67,6 +70,8 @@ def run_job(
             "replaced; write to a Delta table or a path"
         )
     with job_credentials(conf, credentials, dbutils=dbutils, environ=environ) as creds:
+        origin = job_origin(conf, creds, emulated=emulated)
+        claim_target(target, origin, conf)
         udf = _build_udf(conf, creds)
         options = {
             key: resolve_references(
@@ -77,6 +82,9 @@ def run_job(
         source = read_source(spark, conf.source, options)
         empty = shape_output(source.limit(0), udf, conf, batch_name(0, 0))
         pending, source_rows = _prepare(conf, target, source, empty)
+        if not target.exists():
+            target.replace(empty)  # made now, so that its origin can be recorded
+        record_origin(target, origin)
         run = target.next_run()
         todo = pending.count()
         try:
