@@ -8,6 +8,7 @@
 # MAGIC A rerun only sends the rows that are not in the target yet.
 # MAGIC
 # MAGIC Widgets:
+# MAGIC - **wheel**: the dbstruct wheel to install (empty when dbstruct is installed already);
 # MAGIC - **conf**: the job file, relative to this notebook's folder (or an absolute path);
 # MAGIC - **endpoint**: the serving endpoint, replacing the file's `model`;
 # MAGIC - **target_table**: a Unity Catalog `catalog.schema.table` to write to instead of the
@@ -21,10 +22,29 @@
 
 # COMMAND ----------
 
-# MAGIC %pip install dbstruct
+# dbstruct is not on PyPI: install the wheel the bundle builds (docs/DEPLOY.md) from a Unity
+# Catalog volume or a workspace path given in the **wheel** widget. Where dbstruct is
+# installed already (a cluster library, or a job's environment), leave the widget empty.
+import importlib.util
+
+dbutils.widgets.text("wheel", "", "dbstruct wheel (empty: use the installed one)")
+WHEEL = dbutils.widgets.get("wheel").strip()
+if not WHEEL and importlib.util.find_spec("dbstruct") is None:
+    raise RuntimeError(
+        "dbstruct is not installed: set the wheel widget to the wheel's path, e.g. "
+        "/Volumes/main/support/wheels/dbstruct-0.1.0-py3-none-any.whl (see docs/DEPLOY.md)"
+    )
+# An installed dbstruct satisfies the requirement "dbstruct", so %pip then installs nothing.
+PIP_REQUIREMENT = WHEEL or "dbstruct"
 
 # COMMAND ----------
 
+# MAGIC %pip install $PIP_REQUIREMENT
+
+# COMMAND ----------
+
+# Load what %pip just installed (it may also have upgraded pydantic or openai).
+# https://docs.databricks.com/en/libraries/notebooks-python-libraries.html
 dbutils.library.restartPython()
 
 # COMMAND ----------

@@ -10,8 +10,9 @@ https://docs.databricks.com/en/repos/manage-assets.html).
     run.displayed[-1].rows
 
 Python cells run in one namespace holding ``spark``, ``dbutils`` and ``display``, as a
-notebook's do; ``%md`` and ``%pip`` cells are skipped; a ``%sql`` cell runs through
-``spark.sql`` and its result goes to ``display``. While the notebook runs, the process looks
+notebook's do; ``%md`` cells are skipped; a ``%sql`` cell runs through ``spark.sql`` and its
+result goes to ``display``; a ``%pip install`` cell runs pip for real, into a throwaway
+folder (:class:`PipInstall`). While the notebook runs, the process looks
 like a Databricks driver to dbstruct: ``DATABRICKS_RUNTIME_VERSION`` is set, every other
 ``DATABRICKS_*`` variable is removed and ``dbutils`` sits in ``__main__``, so credentials can
 only come from the notebook context (:mod:`dbstruct.auth`, step 4). All of it is undone
@@ -25,9 +26,14 @@ import asyncio
 import contextlib
 import inspect
 import io
+import json
 import linecache
 import os
+import re
+import shlex
+import subprocess
 import sys
+import tempfile
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,6 +47,7 @@ __all__ = [
     "FakeDbutils",
     "NotebookError",
     "NotebookRun",
+    "PipInstall",
     "parse_notebook",
     "run_notebook",
 ]
@@ -272,6 +279,80 @@ class FakeDbutils:
         return "FakeDbutils(...)"
 
 
+# ---------------------------------------------------------------- %pip
+
+# IPython expands $name and {name} in a magic's line from the notebook's variables before the
+# magic sees it (https://ipython.readthedocs.io/en/stable/interactive/python-ipython-diff.html),
+# which is how a notebook passes a widget's value to %pip.
+_VARIABLE = re.compile(r"\$([A-Za-z_]\w*)|\{([A-Za-z_]\w*)\}")
+
+
+def expand_variables(line: str, namespace: Mapping[str, Any]) -> str:
+    """``$name`` / ``{name}`` replaced by the namespace's value; unknown names stay as written."""
+
+    def value(m: re.Match[str]) -> str:
+        name = m.group(1) or m.group(2)
+        return str(namespace[name]) if name in namespace else m.group(0)
+
+    return _VARIABLE.sub(value, line)
+
+
+@dataclass
+class PipInstall:
+    """One ``%pip install`` cell, run for real without touching the test's environment.
+
+    Databricks installs a notebook-scoped library into the notebook's own environment. Here
+    pip runs twice in the test's interpreter: first resolving the cell's arguments against the
+    test venv with ``--dry-run --no-index --report`` (so every dependency the wheel declares
+    must be satisfiable by what is installed, and nothing is downloaded), then installing
+    whatever that resolution would install with ``--no-deps --no-index --target`` into a
+    throwaway folder, ``target``. The venv's editable dbstruct is never replaced: the
+    notebook's later cells import the venv's copy (the same source the wheel was built from),
+    since two copies of dbstruct's classes in one process would break ``isinstance`` checks.
+    """
+
+    cell: int
+    args: list[str]  # the cell's arguments after variable expansion
+    target: Path
+    report: dict[str, Any]  # pip's installation report of the dry run
+    output: str
+
+    @property
+    def installed(self) -> list[str]:
+        """``name==version`` of every distribution pip installed (empty: already satisfied)."""
+        installs = self.report["install"]
+        return [f"{i['metadata']['name']}=={i['metadata']['version']}" for i in installs]
+
+
+def _pip_install(cell: Cell, namespace: Mapping[str, Any], target: Path) -> PipInstall:
+    command, *args = shlex.split(expand_variables(cell.source, namespace))
+    if command != "install" or not args:
+        raise ValueError(f"the runner runs '%pip install <requirements>' only, got {cell.source!r}")
+    target.mkdir(parents=True, exist_ok=True)
+    report_path = target / f"report-cell-{cell.number}.json"
+    dry = _pip(["install", "--dry-run", "--no-index", "--report", str(report_path), *args])
+    report = json.loads(report_path.read_text(encoding="utf-8"))
+    output = dry
+    urls = [i["download_info"]["url"] for i in report["install"]]
+    if urls:
+        output += _pip(["install", "--no-deps", "--no-index", "--target", str(target), *urls])
+    return PipInstall(cell.number, args, target, report, output)
+
+
+def _pip(args: list[str]) -> str:
+    # -I: the working directory (the notebook's folder) is not on sys.path, so a notebook
+    # named pip.py is not taken for pip; relative paths still resolve from that folder.
+    done = subprocess.run(
+        [sys.executable, "-I", "-m", "pip", "--disable-pip-version-check", *args],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if done.returncode:
+        raise RuntimeError(f"pip {' '.join(args)} failed:\n{done.stdout}{done.stderr}")
+    return done.stdout
+
+
 # ---------------------------------------------------------------- running
 
 
@@ -288,6 +369,7 @@ class NotebookRun:
     namespace: dict[str, Any]
     displayed: list[Displayed] = field(default_factory=list)
     stdout: dict[int, str] = field(default_factory=dict)
+    pip: list[PipInstall] = field(default_factory=list)
 
     @property
     def text(self) -> str:
@@ -300,10 +382,15 @@ def run_notebook(
     *,
     spark: Any,
     dbutils: FakeDbutils,
-    skip: Sequence[str] = ("md", "pip"),
+    skip: Sequence[str] = ("md",),
+    pip_target: str | os.PathLike[str] | None = None,
 ) -> NotebookRun:
-    """Run every cell of the notebook at ``path`` in order; raise NotebookError on a failure."""
+    """Run every cell of the notebook at ``path`` in order; raise NotebookError on a failure.
+
+    ``%pip install`` cells install into ``pip_target`` (default: a new temporary folder).
+    """
     path = Path(path)
+    target = Path(pip_target) if pip_target else Path(tempfile.mkdtemp(prefix="dbstruct-pip-"))
     cells = parse_notebook(path.read_text(encoding="utf-8"), path.name)
     display = _Display()
     namespace: dict[str, Any] = {
@@ -324,7 +411,10 @@ def run_notebook(
             out = io.StringIO()
             try:
                 with contextlib.redirect_stdout(out):
-                    _run_cell(path.name, cell, namespace, spark, display)
+                    if cell.kind == "pip":
+                        run.pip.append(_pip_install(cell, namespace, target))
+                    else:
+                        _run_cell(path.name, cell, namespace, spark, display)
             except Exception as e:
                 raise NotebookError(
                     f"{path.name}, cell {cell.number} ({cell.first_line!r}) failed: "

@@ -9,6 +9,7 @@ ignored its widget would get 404s.
 
 from __future__ import annotations
 
+import importlib.util
 import itertools
 import json
 import logging
@@ -30,6 +31,7 @@ from tests.e2e.notebook_runner import (
     FakeDbutils,
     NotebookError,
     NotebookRun,
+    expand_variables,
     parse_notebook,
     run_notebook,
 )
@@ -51,10 +53,13 @@ class Workspace:
     emu: Emulator
     token: str
     logs: pytest.LogCaptureFixture
+    pip_target: Path  # where the notebooks' %pip cells install
 
     def run(self, name: str, spark: Any, token: str | None = None, **widgets: str) -> NotebookRun:
         dbutils = FakeDbutils(api_url=self.emu.host, api_token=token or self.token, widgets=widgets)
-        return run_notebook(NOTEBOOKS / name, spark=spark, dbutils=dbutils)
+        return run_notebook(
+            NOTEBOOKS / name, spark=spark, dbutils=dbutils, pip_target=self.pip_target
+        )
 
     def check(self, result: NotebookRun) -> None:
         """Every request was answered (so it carried the notebook's token); nothing showed it."""
@@ -67,11 +72,11 @@ class Workspace:
 
 
 @pytest.fixture
-def ws(caplog: pytest.LogCaptureFixture) -> Iterator[Workspace]:
+def ws(caplog: pytest.LogCaptureFixture, tmp_path: Path) -> Iterator[Workspace]:
     caplog.set_level(logging.DEBUG, logger="dbstruct")  # searched for the token
     token = new_token()
     with Emulator(token=token, endpoints=[ENDPOINT], latency=0) as emu:
-        yield Workspace(emu, token, caplog)
+        yield Workspace(emu, token, caplog, tmp_path / "pip")
 
 
 # ------------------------------------------------------------------ the notebooks' shape
@@ -83,7 +88,14 @@ TESTED = ("01_quickstart.py", "02_dataframe_extraction.py", "03_sql.py", "04_job
 def test_notebook_shape(name: str) -> None:
     cells = parse_notebook((NOTEBOOKS / name).read_text(encoding="utf-8"), name)
     assert cells[0].kind == "md"  # says what the notebook does
-    assert any(c.kind == "pip" and c.source == "install dbstruct" for c in cells)
+    # dbstruct is not on PyPI: the install cells take the wheel's path from a widget, then
+    # restart Python; nothing before them needs dbstruct.
+    choose, pip, restart = cells[1:4]
+    assert 'dbutils.widgets.text("wheel", ""' in choose.source
+    assert 'PIP_REQUIREMENT = WHEEL or "dbstruct"' in choose.source
+    assert (pip.kind, pip.source) == ("pip", "install $PIP_REQUIREMENT")
+    assert restart.source.splitlines()[-1] == "dbutils.library.restartPython()"
+    assert [c.number for c in cells if c.kind == "pip"] == [pip.number]
     code = "\n".join(c.source for c in cells if c.kind == "python")
     assert f'dbutils.widgets.text("endpoint", "{ENDPOINT}"' in code
     assert "DATABRICKS_TOKEN" not in code and "dapi" not in code  # auth: the notebook context
@@ -161,6 +173,22 @@ def test_restarting_python_forgets_variables(tmp_path: Path) -> None:
         run_notebook(path, spark=None, dbutils=dbutils)
 
 
+def test_pip_lines_expand_notebook_variables_as_ipython_does() -> None:
+    namespace = {"WHEEL": "/Volumes/main/support/wheels/dbstruct-0.1.0-py3-none-any.whl"}
+    assert expand_variables("install $WHEEL", namespace) == f"install {namespace['WHEEL']}"
+    assert expand_variables("install {WHEEL} x", namespace) == f"install {namespace['WHEEL']} x"
+    assert expand_variables("install $UNKNOWN", namespace) == "install $UNKNOWN"
+
+
+def test_a_pip_cell_runs_pip_and_fails_the_cell_when_pip_fails(tmp_path: Path) -> None:
+    path = tmp_path / "pip.py"
+    cells = ["MISSING = 'dbstruct-no-such-wheel.whl'", "# MAGIC %pip install $MISSING"]
+    path.write_text("# Databricks notebook source\n" + "\n# COMMAND ----------\n".join(cells))
+    dbutils = FakeDbutils(api_url="http://127.0.0.1:9", api_token=new_token())
+    with pytest.raises(NotebookError, match=r"pip.py, cell 2 .*dbstruct-no-such-wheel.whl"):
+        run_notebook(path, spark=None, dbutils=dbutils, pip_target=tmp_path / "pip")
+
+
 def test_widgets_take_given_values_over_defaults() -> None:
     dbutils = FakeDbutils(api_url="http://x", api_token="t", widgets={"a": "given"})
     dbutils.widgets.text("a", "default")
@@ -180,9 +208,17 @@ def test_widgets_take_given_values_over_defaults() -> None:
 # ------------------------------------------------------------------ 01 quickstart
 
 
-def test_quickstart(classic_spark: Any, ws: Workspace) -> None:
-    result = ws.run("01_quickstart.py", classic_spark)
+def test_quickstart(classic_spark: Any, ws: Workspace, bundle_wheel: Path) -> None:
+    # The wheel the bundle builds, installed by the notebook's %pip cell from the widget's path.
+    result = ws.run("01_quickstart.py", classic_spark, wheel=str(bundle_wheel))
     ns = result.namespace
+
+    (pip,) = result.pip
+    assert pip.args == [str(bundle_wheel)]
+    assert pip.installed == [f"dbstruct=={dbstruct.__version__}"]
+    installed = pip.target / "dbstruct"
+    assert (installed / "__init__.py").is_file() and (installed / "spark").is_dir()
+    assert {p.name for p in (installed / "data").iterdir()} >= {"tickets.jsonl", "demo.yml"}
 
     assert "auth='notebook context'" in result.text  # print(client)
     assert ns["user"].age == 25 and isinstance(ns["user"].name, str)
@@ -207,6 +243,22 @@ def test_quickstart_authenticates_with_the_notebook_token_only(
     assert isinstance(info.value.__cause__, AuthenticationError)
     assert wrong not in str(info.value)
     assert ws.emu.stats().requests == 1 and ws.emu.stats().status(200) == 0
+
+
+def test_without_a_wheel_the_notebook_says_where_to_get_one(
+    ws: Workspace, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A cluster without dbstruct: the empty widget stops the notebook before %pip runs.
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util,
+        "find_spec",
+        lambda name, *a: None if name == "dbstruct" else find_spec(name, *a),
+    )
+    with pytest.raises(NotebookError, match=r"cell 2 .*set the wheel widget.*DEPLOY.md") as info:
+        ws.run("01_quickstart.py", spark=None)
+    assert isinstance(info.value.__cause__, RuntimeError)
+    assert ws.emu.stats().requests == 0
 
 
 # ------------------------------------------------------------------ 02 DataFrame extraction
@@ -274,6 +326,9 @@ def test_sql(spark: Any, ws: Workspace) -> None:
     # one request per row and query: the subquery keeps the UDF from being evaluated twice
     assert ws.emu.stats().requests == ws.emu.stats().status(200) == 30 + enterprise
     ws.check(result)
+    # the wheel widget left empty: dbstruct is installed already, so pip installs nothing
+    (pip,) = result.pip
+    assert (pip.args, pip.installed) == (["dbstruct"], [])
 
 
 # ------------------------------------------------------------------ 04 the job
