@@ -238,14 +238,14 @@ def test_a_job_rerun_through_the_cache_sends_nothing_for_answered_rows(
         TableCache(spark, path=flat)  # a target is not a cache: refused, not written to
 
 
-# ------------------------------------------------------------------ the README's example
+# ------------------------------------------------------------------ the docs' example
 
 
-def test_readme_table_cache_example_runs_with_local_table_names(spark: Any, emu: Emulator) -> None:
-    """The README block, verbatim but for Unity Catalog names (local Spark has no ``main``)."""
+def test_docs_table_cache_example_runs_with_local_table_names(spark: Any, emu: Emulator) -> None:
+    """docs/SPARK.md's block, verbatim but for Unity Catalog names (local Spark has no main)."""
     import re
 
-    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    readme = (Path(__file__).resolve().parents[2] / "docs" / "SPARK.md").read_text()
     (block,) = [
         b for b in re.findall(r"```python\n(.*?)```", readme, re.DOTALL) if "TableCache(" in b
     ]
