@@ -46,8 +46,8 @@ from openai.types.chat import ChatCompletion
 from pydantic import BaseModel, ValidationError
 
 from dbstruct.errors import ConfigurationError, Usage
+from dbstruct.json_schema import compile_schema
 from dbstruct.modes import Message, Mode, ResponseTarget, build_request
-from dbstruct.schema import compile_schema
 
 __all__ = [
     "CachedAnswer",

@@ -19,8 +19,8 @@ from typing import Any, Generic, Literal, Protocol, TypeVar
 
 import openai
 
-from dbstruct._input import check_context, check_text, context_window
 from dbstruct._params import check_keywords
+from dbstruct._request_checks import check_context, check_text, context_window
 from dbstruct._retry import Outcome, RetryPolicy, Send, Sleep, attempts
 from dbstruct._strict import StrictSupport, without_strict
 from dbstruct.auth import Credentials, redact
@@ -93,7 +93,7 @@ class _Base(Generic[C]):
         self.defaults = dict(defaults)
         self.cache = cache
         #: prompt tokens (estimated) above which a row fails unsent; "auto": the endpoint's
-        #: documented window (dbstruct._input.CONTEXT_WINDOWS), None: no check
+        #: documented window (dbstruct._request_checks.CONTEXT_WINDOWS), None: no check
         self.max_context_tokens = max_context_tokens
         #: answers larger than this (UTF-8 bytes) fail unparsed; None: no limit
         self.max_answer_bytes = max_answer_bytes

@@ -30,7 +30,7 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from dbstruct._schema_rules import MAX_SCHEMA_KEYS, MAX_TOOL_SCHEMA_KEYS, MAX_TOOLS
+from dbstruct._json_schema_rules import MAX_SCHEMA_KEYS, MAX_TOOL_SCHEMA_KEYS, MAX_TOOLS
 from dbstruct.errors import (
     IncompleteOutputError,
     InvalidOutputError,
@@ -39,7 +39,7 @@ from dbstruct.errors import (
     RefusalError,
     SchemaError,
 )
-from dbstruct.schema import compile_schema
+from dbstruct.json_schema import compile_schema
 
 __all__ = [
     "DEFAULT_MAX_ANSWER_BYTES",

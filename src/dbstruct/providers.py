@@ -96,7 +96,7 @@ def from_provider(
 
     Per-row limits, checked without failing the batch: a prompt over ``max_context_tokens``
     (estimated; ``"auto"``: the endpoint's documented context window when dbstruct knows it,
-    :data:`dbstruct._input.CONTEXT_WINDOWS`; None: no check) is an ``InputError`` before
+    :data:`dbstruct._request_checks.CONTEXT_WINDOWS`; None: no check) is an ``InputError`` before
     sending. The estimate is approximate (about four characters a token), so near the limit
     the endpoint's own 400 may still come, as a per-row ``BadRequestError``. An answer over
     ``max_answer_bytes`` (default 1 MiB; None: no limit) is an ``OversizedOutputError``,

@@ -335,7 +335,7 @@ def test_seed_from_sample_creates_the_source_the_bundle_job_reads(
     spark: Any, emu: Emulator, tmp_path: Path
 ) -> None:
     from dbstruct.jobs import load_config
-    from dbstruct.jobs._io import sample_rows
+    from dbstruct.jobs._source import sample_rows
 
     table = f"spark_catalog.default.tickets_raw_{os.getpid()}"
 

@@ -24,8 +24,8 @@ from pyspark.sql.types import BooleanType, LongType, StructField, StructType
 
 import tests.corpus as corpus
 from dbstruct.spark._convert import to_frame
-from dbstruct.spark._frames import return_type
-from dbstruct.spark.schema import spark_schema, spark_schema_json
+from dbstruct.spark._result_column import return_type
+from dbstruct.spark.struct_types import spark_schema, spark_schema_json
 from tests.corpus import CORPUS, AwkwardNames, Catalog, EnumList, Nested1, Order, Scores
 
 pytestmark = pytest.mark.spark

@@ -20,7 +20,7 @@ from pyspark.sql import functions as F
 
 from dbstruct.errors import ConfigurationError, SchemaMappingError
 from dbstruct.spark import spark_schema, structured_udf
-from dbstruct.spark._frames import STATUS_FIELDS
+from dbstruct.spark._result_column import STATUS_FIELDS
 from dbstruct.testing import Emulator
 from tests.spark.rows import User, age_of, frame, make_udf, name_of, text_of
 

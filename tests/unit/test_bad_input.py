@@ -13,7 +13,7 @@ from pydantic import BaseModel
 
 import dbstruct
 from dbstruct import Mode
-from dbstruct._input import CONTEXT_WINDOWS, prompt_tokens
+from dbstruct._request_checks import CONTEXT_WINDOWS, prompt_tokens
 from dbstruct.modes import ResponseTarget, build_request
 from dbstruct.testing import Emulator
 from tests.corpus import UserExtract
@@ -142,7 +142,7 @@ def test_the_client_estimate_agrees_with_the_emulators_400(emu: Emulator) -> Non
 
 
 def test_the_estimate_counts_schemas_and_messages_like_the_emulator() -> None:
-    from dbstruct.testing._text import prompt_tokens as emulator_tokens
+    from dbstruct.testing._request_text import prompt_tokens as emulator_tokens
     from dbstruct.testing._validate import canonical_specs
 
     for mode in Mode:

@@ -384,8 +384,8 @@ def test_the_emulator_imports_nothing_from_the_client() -> None:
 
 
 def test_the_token_estimate_agrees_with_the_clients() -> None:
-    from dbstruct import _input as client_side
-    from dbstruct.testing import _text as emulator_side
+    from dbstruct import _request_checks as client_side
+    from dbstruct.testing import _request_text as emulator_side
 
     call = {"id": "call_1", "type": "function", "function": {"name": "User", "arguments": "{}"}}
     body: Any = {

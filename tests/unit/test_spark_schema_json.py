@@ -18,7 +18,7 @@ from pydantic.alias_generators import to_camel
 
 from dbstruct.errors import SchemaError, SchemaMappingError
 from dbstruct.spark._convert import null_row, to_frame, to_row
-from dbstruct.spark.schema import PIP_HINT, spark_schema, spark_schema_json
+from dbstruct.spark.struct_types import PIP_HINT, spark_schema, spark_schema_json
 from tests.corpus import (
     CORPUS,
     RECURSIVE,

@@ -14,8 +14,8 @@ from dbstruct import Mode
 from dbstruct._retry import RetryPolicy, Send, attempts
 from dbstruct._strict import takes_strict
 from dbstruct.errors import BadRequestError
+from dbstruct.json_schema import compile_schema
 from dbstruct.modes import ResponseTarget, build_request
-from dbstruct.schema import compile_schema
 from dbstruct.testing import Emulator
 
 GPT = "databricks-gpt-5-mini"

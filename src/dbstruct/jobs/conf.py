@@ -62,7 +62,7 @@ _PART = r"(?:[A-Za-z0-9_]+|`[^`]+`)"
 _TABLE = re.compile(rf"{_PART}\.{_PART}\.{_PART}")
 _MODEL_REF = re.compile(r"[A-Za-z_][\w.]*:[A-Za-z_]\w*")
 _COLUMN = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
-# Status columns every target row carries, beside the id (see dbstruct.spark._frames).
+# Status columns every target row carries, beside the id (see dbstruct.spark._result_column).
 STATUS_COLUMNS = ("error", "attempts", "prompt_tokens", "completion_tokens", "latency_ms")
 #: columns the job adds: the batch that wrote the row, and when
 JOB_COLUMNS = ("batch", "processed_at")
@@ -398,7 +398,7 @@ def _check_names(conf: JobConfig) -> None:
     if conf.target.output == "struct":
         fields = [conf.target.result_column]
     else:
-        from dbstruct.spark.schema import spark_schema_json
+        from dbstruct.spark.struct_types import spark_schema_json
 
         fields = [f["name"] for f in spark_schema_json(conf.response_model_class)["fields"]]
     clash = sorted(set(fields) & set(taken))

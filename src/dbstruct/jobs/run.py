@@ -27,10 +27,10 @@ from dbstruct.auth import Credentials
 from dbstruct.errors import ConfigurationError, JobStoppedError
 from dbstruct.jobs._cache import JobCache, has_value, open_job_cache, udf_inputs
 from dbstruct.jobs._credentials import job_credentials
-from dbstruct.jobs._io import read_source
 from dbstruct.jobs._origin import claim_target, job_origin, record_origin
 from dbstruct.jobs._progress import ChunkStats, JobSummary, Progress
 from dbstruct.jobs._secrets import resolve_references
+from dbstruct.jobs._source import read_source
 from dbstruct.jobs._targets import Target, batch_name, open_target
 from dbstruct.jobs.conf import STATUS_COLUMNS, JobConfig
 

@@ -17,6 +17,6 @@ from __future__ import annotations
 
 from dbstruct.spark._table_cache import TableCache
 from dbstruct.spark._udf import StructuredUDF, structured_udf
-from dbstruct.spark.schema import spark_schema, spark_schema_json
+from dbstruct.spark.struct_types import spark_schema, spark_schema_json
 
 __all__ = ["StructuredUDF", "TableCache", "spark_schema", "spark_schema_json", "structured_udf"]

@@ -47,7 +47,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel
 
-from dbstruct.spark.schema import (
+from dbstruct.spark.struct_types import (
     ArrayNode,
     Atomic,
     DecimalNode,

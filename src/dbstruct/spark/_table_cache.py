@@ -33,7 +33,7 @@ from pydantic import BaseModel
 from dbstruct.cache import request_key
 from dbstruct.errors import ConfigurationError
 from dbstruct.modes import Mode
-from dbstruct.spark import _frames
+from dbstruct.spark import _result_column
 from dbstruct.spark._prompt import Prompt, as_messages
 
 if TYPE_CHECKING:
@@ -327,7 +327,7 @@ def _with_status(udf: StructuredUDF) -> StructuredUDF:
         return udf
     from dbstruct.spark._udf import StructuredUDF
 
-    status = _frames.return_type(udf.returnType, include_status=True)
+    status = _result_column.return_type(udf.returnType, include_status=True)
     return StructuredUDF(replace(udf.spec, include_status=True), status)
 
 
@@ -344,7 +344,7 @@ def _hit_status(status_type: Any) -> Column:
         "completion_tokens": F.lit(0),
         "latency_ms": F.lit(0.0),
     }
-    struct = F.struct(*(fields[name].alias(name) for name in _frames.STATUS_FIELDS))
+    struct = F.struct(*(fields[name].alias(name) for name in _result_column.STATUS_FIELDS))
     return struct.cast(status_type)
 
 

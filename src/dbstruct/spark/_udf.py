@@ -20,12 +20,12 @@ import dbstruct
 from dbstruct._params import check_keywords
 from dbstruct.auth import Credentials, resolve_credentials
 from dbstruct.errors import ConfigurationError
+from dbstruct.json_schema import compile_schema
 from dbstruct.modes import Mode
 from dbstruct.providers import provider_parameters
-from dbstruct.schema import compile_schema
-from dbstruct.spark import _frames
+from dbstruct.spark import _result_column
 from dbstruct.spark._prompt import Prompt, PromptSpec, TemplatePrompt, build_prompt
-from dbstruct.spark.schema import spark_schema
+from dbstruct.spark.struct_types import spark_schema
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -60,7 +60,7 @@ class UdfSpec:
 
 @dataclass(frozen=True)
 class Limits:
-    """How each worker paces its requests (see :mod:`dbstruct._limiter`)."""
+    """How each worker paces its requests (see :mod:`dbstruct._rate_control`)."""
 
     #: adapt the in-flight limit and the rate to the endpoint's 429/503 answers
     adaptive: bool = False
@@ -165,7 +165,7 @@ def structured_udf(
         client_options=tuple(sorted(defaults.items())),
         limits=limits,
     )
-    return StructuredUDF(spec, _frames.return_type(value_type, include_status))
+    return StructuredUDF(spec, _result_column.return_type(value_type, include_status))
 
 
 def _check_defaults(defaults: dict[str, Any]) -> None:

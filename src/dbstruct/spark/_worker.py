@@ -21,11 +21,11 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from dbstruct._limiter import AdaptiveLimiter
+from dbstruct._rate_control import AdaptiveLimiter
 from dbstruct.errors import ConfigurationError, DbstructError
-from dbstruct.spark._engine import LoopThread, Request, stream
-from dbstruct.spark._frames import describe_error, frame
 from dbstruct.spark._prompt import Rendered, as_messages
+from dbstruct.spark._request_window import LoopThread, Request, stream
+from dbstruct.spark._result_column import describe_error, frame
 
 if TYPE_CHECKING:
     from dbstruct.spark._udf import UdfSpec

@@ -32,7 +32,7 @@ from __future__ import annotations
 
 from dbstruct.testing._config import FAULT_KINDS, EmulatorConfig
 from dbstruct.testing._emulator import Emulator
-from dbstruct.testing._script import Fault, Reply
+from dbstruct.testing._scripted import Fault, Reply
 from dbstruct.testing._state import Stats
 
 __all__ = ["FAULT_KINDS", "Emulator", "EmulatorConfig", "Fault", "Reply", "Stats"]

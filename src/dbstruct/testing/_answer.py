@@ -42,8 +42,8 @@ from typing import Any
 
 from dbstruct.testing._catalog import served_model
 from dbstruct.testing._families import family_of
+from dbstruct.testing._request_text import Hints, estimate_tokens, find_schema, wants_fence
 from dbstruct.testing._synth import Synth, break_value
-from dbstruct.testing._text import Hints, estimate_tokens, find_schema, wants_fence
 
 __all__ = ["Shape", "build_completion", "plan_shape", "stream_events"]
 

@@ -23,7 +23,7 @@ import httpx
 from aiohttp import web
 
 from dbstruct.testing._config import EmulatorConfig
-from dbstruct.testing._script import to_wire
+from dbstruct.testing._scripted import to_wire
 from dbstruct.testing._server import build_app
 from dbstruct.testing._state import Stats
 

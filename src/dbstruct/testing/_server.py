@@ -30,7 +30,7 @@ from aiohttp import web
 from dbstruct.testing._answer import build_completion, stream_events
 from dbstruct.testing._catalog import FOUNDATION_ENDPOINTS, describe
 from dbstruct.testing._config import FAULT_KINDS, OUTPUT_FAULTS, EmulatorConfig
-from dbstruct.testing._errors import (
+from dbstruct.testing._error_bodies import (
     ApiError,
     bad_request,
     endpoint_not_found,
@@ -41,11 +41,11 @@ from dbstruct.testing._errors import (
     rate_limited,
     server_error,
 )
-from dbstruct.testing._limits import DEFAULT_OUTPUT_RESERVATION
 from dbstruct.testing._oauth import add_oauth_routes
-from dbstruct.testing._script import check_wire
+from dbstruct.testing._request_text import hints_from, parse_markers, prompt_tokens
+from dbstruct.testing._scripted import check_wire
 from dbstruct.testing._state import State, Stats
-from dbstruct.testing._text import hints_from, parse_markers, prompt_tokens
+from dbstruct.testing._token_buckets import DEFAULT_OUTPUT_RESERVATION
 from dbstruct.testing._validate import canonical_specs, validate_chat
 
 __all__ = ["DROPPED", "build_app"]

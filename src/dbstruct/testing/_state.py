@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from dbstruct.testing._config import EmulatorConfig
-from dbstruct.testing._limits import TokenBucket
+from dbstruct.testing._token_buckets import TokenBucket
 
 __all__ = ["State", "Stats"]
 
@@ -33,7 +33,7 @@ class Stats:
     by_endpoint: dict[str, int] = field(default_factory=dict)
     #: injected faults and rate-limit rejections ("qps", "itpm", "otpm") by kind
     by_fault: dict[str, int] = field(default_factory=dict)
-    #: approximate tokens of the answered requests (see dbstruct.testing._text)
+    #: approximate tokens of the answered requests (see dbstruct.testing._request_text)
     prompt_tokens: int = 0
     completion_tokens: int = 0
     in_flight: int = 0

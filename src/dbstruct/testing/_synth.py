@@ -19,7 +19,7 @@ import re
 import uuid
 from typing import Any
 
-from dbstruct.testing._text import Hints
+from dbstruct.testing._request_text import Hints
 
 __all__ = ["Synth", "break_value", "resolve"]
 

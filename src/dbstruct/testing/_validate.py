@@ -19,7 +19,7 @@ import re
 from functools import lru_cache
 from typing import Any
 
-from dbstruct.testing._errors import ApiError, bad_request
+from dbstruct.testing._error_bodies import ApiError, bad_request
 from dbstruct.testing._families import (
     CLAUDE,
     MAX_SCHEMA_KEYS,

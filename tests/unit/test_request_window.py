@@ -1,4 +1,4 @@
-"""The sliding window of dbstruct.spark._engine and the UDF body around it (no JVM).
+"""The sliding window of dbstruct.spark._request_window and the UDF body around it (no JVM).
 
 Fake async calls and a fake client stand in for the endpoint."""
 
@@ -17,7 +17,7 @@ from pydantic import BaseModel
 
 from dbstruct import Outcome
 from dbstruct.errors import ConfigurationError, ServerError, Usage
-from dbstruct.spark._engine import LoopThread, Request, stream
+from dbstruct.spark._request_window import LoopThread, Request, stream
 
 pytestmark = pytest.mark.timeout(30)
 

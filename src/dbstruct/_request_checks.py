@@ -3,7 +3,7 @@
 A row that fails one is a per-row :class:`~dbstruct.errors.InputError` (``attempts == 0``,
 nothing sent), not a failed request and not a crash of the batch.
 
-Token counts are an estimate, the one the emulator uses too (:mod:`dbstruct.testing._text`):
+Token counts are an estimate, the one the emulator uses too (:mod:`dbstruct.testing._request_text`):
 one token per four characters, rounded up, plus four per message for the chat template, plus
 the JSON of the tool and response-format definitions. Real tokenizers differ per model (text
 in scripts other than Latin often takes more tokens per character), so near the limit the

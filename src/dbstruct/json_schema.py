@@ -64,7 +64,7 @@ from pydantic.errors import PydanticUserError
 from pydantic.json_schema import GenerateJsonSchema, JsonSchemaValue
 from pydantic_core import core_schema
 
-from dbstruct._schema_rules import count_keys
+from dbstruct._json_schema_rules import count_keys
 from dbstruct.errors import SchemaError
 
 __all__ = ["CompiledSchema", "compile_schema"]

@@ -14,9 +14,9 @@ import jsonschema  # type: ignore[import-untyped]
 import pytest
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
-from dbstruct._schema_rules import schema_violations
+from dbstruct._json_schema_rules import schema_violations
 from dbstruct.errors import SchemaError
-from dbstruct.schema import CompiledSchema, compile_schema
+from dbstruct.json_schema import CompiledSchema, compile_schema
 from tests import corpus
 from tests.corpus import CORPUS, RECURSIVE, UNMAPPABLE
 
@@ -447,7 +447,7 @@ def test_compiling_is_cached_per_model_and_mode() -> None:
 
 
 def test_output_is_deterministic_and_copies_are_private() -> None:
-    from dbstruct.schema import _compile_cached
+    from dbstruct.json_schema import _compile_cached
 
     before = compile_schema(corpus.Catalog, strict=True).json
     _compile_cached.cache_clear()

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from dbstruct._schema_rules import (
+from dbstruct._json_schema_rules import (
     MAX_SCHEMA_KEYS,
     MAX_TOOL_SCHEMA_KEYS,
     count_keys,

@@ -4,9 +4,9 @@ Token counts are an approximation, the same for prompt and completion: one token
 characters (rounded up), plus four per message for the chat template, plus the JSON text of the
 tool and response-format definitions. The emulator states this rule itself rather than import
 the client's (it must not share code with what it tests); the client's estimate in
-``dbstruct._input`` is the same rule, and a test checks the two agree, so the client's context
-check and the emulator's 400 agree. Real tokenizers differ per model; tests assert on the
-emulator's own counts, never on a real tokenizer's.
+``dbstruct._request_checks`` is the same rule, and a test checks the two agree, so the
+client's context check and the emulator's 400 agree. Real tokenizers differ per model; tests
+assert on the emulator's own counts, never on a real tokenizer's.
 """
 
 from __future__ import annotations

@@ -8,7 +8,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from dbstruct._limiter import AdaptiveLimiter, Bucket
+from dbstruct._rate_control import AdaptiveLimiter, Bucket
 from dbstruct.errors import BadRequestError, InvalidOutputError, RateLimitError, ServerError
 
 OK = SimpleNamespace(usage=SimpleNamespace(total_tokens=100))
