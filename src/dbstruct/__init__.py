@@ -3,7 +3,8 @@
     import dbstruct
     from dbstruct import Mode
 
-    client = dbstruct.from_provider("databricks/dbrx-instruct", mode=Mode.TOOLS)
+    endpoint = "databricks/databricks-meta-llama-3-3-70b-instruct"
+    client = dbstruct.from_provider(endpoint, mode=Mode.TOOLS)
     user = client.create(response_model=UserExtract, messages=[{"role": "user", "content": "..."}])
 
 Spark support lives in :mod:`dbstruct.spark` (``pip install 'dbstruct[spark]'``); this module
@@ -12,8 +13,8 @@ imports neither pyspark nor pandas.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
-
+from dbstruct._retry import Outcome
+from dbstruct.client import AsyncStructuredClient, StructuredClient
 from dbstruct.errors import (
     AuthenticationError,
     BadRequestError,
@@ -35,36 +36,11 @@ from dbstruct.errors import (
     SchemaMappingError,
     ServerError,
     TransportError,
-    Usage,
+    WrongTypeError,
 )
-
-if TYPE_CHECKING:
-    from dbstruct._retry import Outcome
-    from dbstruct.client import AsyncStructuredClient, StructuredClient
-    from dbstruct.modes import Mode
-    from dbstruct.providers import from_provider
-
-# The client pulls in openai and httpx: loaded on first use, so `import dbstruct.errors`
-# or `dbstruct.testing` stays light.
-_LAZY = {
-    "Outcome": "dbstruct._retry",
-    "AsyncStructuredClient": "dbstruct.client",
-    "StructuredClient": "dbstruct.client",
-    "Mode": "dbstruct.modes",
-    "from_provider": "dbstruct.providers",
-}
-
-
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'dbstruct' has no attribute {name!r}")
-    import importlib
-
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
-
+from dbstruct.modes import Mode
+from dbstruct.providers import from_provider
+from dbstruct.usage import Usage
 
 __version__ = "0.1.0"
 
@@ -94,6 +70,7 @@ __all__ = [
     "StructuredClient",
     "TransportError",
     "Usage",
+    "WrongTypeError",
     "__version__",
     "from_provider",
 ]

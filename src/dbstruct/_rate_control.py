@@ -47,8 +47,9 @@ from collections.abc import Callable
 from typing import Any
 
 from dbstruct.errors import DbstructError, OutputError, RateLimitError, ServerError
+from dbstruct.worker_settings import WorkerSettings
 
-__all__ = ["AdaptiveLimiter", "Bucket"]
+__all__ = ["AdaptiveLimiter", "Bucket", "worker_limiter"]
 
 _RATE_CUT = 0.95  # pacing rate after a 429, as a share of the rate that succeeded before it
 _PROBE = 0.03  # then the rate grows by this share of the cut rate a second...
@@ -315,3 +316,19 @@ class AdaptiveLimiter:
             if not waiter.done():
                 waiter.set_result(None)
         self._waiters.clear()
+
+
+def worker_limiter(settings: WorkerSettings) -> AdaptiveLimiter | None:
+    """A worker's limiter: ``concurrency`` is its ceiling, and the worker gets its share of
+    the job's caps. None when nothing would be limited.
+
+    >>> client.limiter = worker_limiter(WorkerSettings(concurrency=32, adaptive=True))
+    """
+    if not settings.limited:
+        return None
+    return AdaptiveLimiter(
+        settings.concurrency,
+        adaptive=settings.adaptive,
+        max_qps=settings.qps_per_worker,
+        max_tokens_per_minute=settings.tpm_per_worker,
+    )

@@ -1,4 +1,4 @@
-"""Checks on a request before it is sent: its text, and its size in tokens.
+"""Checks on a request before it is sent: its text, its size in bytes and in tokens.
 
 A row that fails one is a per-row :class:`~dbstruct.errors.InputError` (``attempts == 0``,
 nothing sent), not a failed request and not a crash of the batch.
@@ -23,7 +23,9 @@ from dbstruct.errors import InputError
 
 __all__ = [
     "CONTEXT_WINDOWS",
+    "MAX_PAYLOAD_BYTES",
     "check_context",
+    "check_size",
     "check_text",
     "content_text",
     "context_window",
@@ -43,6 +45,11 @@ CONTEXT_WINDOWS: dict[str, int] = {
     "databricks-meta-llama-3-1-405b-instruct": 128_000,
     "databricks-gpt-oss-120b": 128_000,
 }
+
+# https://docs.databricks.com/aws/en/machine-learning/model-serving/model-serving-limits
+# (Foundation Model APIs: request payload up to 4 MB); checked before sending, per row.
+MAX_PAYLOAD_BYTES = 4 * 1024 * 1024
+_CHEAP_SIZE_LIMIT = MAX_PAYLOAD_BYTES // 8  # below this many characters no exact check
 
 #: what the request fields holding schemas are counted from (their JSON text)
 SPEC_FIELDS = ("tools", "functions", "response_format")
@@ -86,6 +93,20 @@ def prompt_tokens(body: Mapping[str, Any], specs: Mapping[str, str] | None = Non
             text = specs[key] if specs is not None else json.dumps(body[key], sort_keys=True)
             total += estimate_tokens(text)
     return total
+
+
+def check_size(request: Mapping[str, Any], endpoint: str) -> None:
+    """Raise :class:`InputError` when the request is over the payload limit."""
+    rough = sum(len(str(m.get("content") or "")) for m in request["messages"])
+    if rough < _CHEAP_SIZE_LIMIT:
+        return
+    size = len(json.dumps(request, default=str).encode())
+    if size > MAX_PAYLOAD_BYTES:
+        raise InputError(
+            f"{endpoint}: the request is {size / 1e6:.1f} MB, "
+            f"over the {MAX_PAYLOAD_BYTES >> 20} MB "
+            "payload limit of Databricks model serving; shorten the text"
+        )
 
 
 def check_context(request: Mapping[str, Any], endpoint: str, window: int | None) -> None:

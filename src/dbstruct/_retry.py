@@ -37,8 +37,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from dbstruct._strict import is_strict_refusal, sends_strict, without_strict
+from dbstruct.answers import DEFAULT_MAX_ANSWER_BYTES, parse_completion, reask_messages
 from dbstruct.errors import (
     DbstructError,
+    EndpointError,
     IncompleteOutputError,
     InvalidOutputError,
     OutputError,
@@ -46,24 +48,19 @@ from dbstruct.errors import (
     RateLimitError,
     RefusalError,
     RetriesExhaustedError,
-    Usage,
 )
-from dbstruct.modes import (
-    DEFAULT_MAX_ANSWER_BYTES,
-    Mode,
-    ResponseTarget,
-    parse_completion,
-    reask_messages,
-)
+from dbstruct.modes import Mode, ResponseTarget
+from dbstruct.usage import Usage
+from dbstruct.worker_settings import DEFAULT_MAX_RETRIES, DEFAULT_TOTAL_TIMEOUT
 
 __all__ = ["Outcome", "RetryPolicy", "Send", "Sleep", "attempts"]
 
 
 @dataclass(frozen=True)
 class RetryPolicy:
-    max_retries: int = 3
+    max_retries: int = DEFAULT_MAX_RETRIES
     #: seconds for the whole call, waits included
-    deadline: float = 600.0
+    deadline: float = DEFAULT_TOTAL_TIMEOUT
     backoff_base: float = 0.5
     backoff_max: float = 30.0
     #: seconds one HTTP attempt may take (the client's ``timeout``); None: the SDK's own
@@ -137,8 +134,9 @@ def attempts(
                 request = without_strict(request)
                 attempt -= 1  # see the module docstring: this resend is not counted
                 continue
-            if not getattr(error, "retryable", False):
-                sent = attempt if getattr(error, "sent", True) else attempt - 1
+            if not error.retryable:
+                unsent = isinstance(error, EndpointError) and not error.sent
+                sent = attempt - 1 if unsent else attempt
                 return _failed(error, sent, usage, started, last_completion)
         else:
             last_completion = answer

@@ -10,47 +10,58 @@ Resolution order; the first step that supplies what is still missing wins::
                         OAuth M2M (DATABRICKS_CLIENT_ID/SECRET), CLI login, cloud identities...
 
 An explicit ``api_key`` takes its host from steps 2-5, an explicit ``base_url`` its token.
-Each way of getting a token is a named strategy (a ``_TokenSource``); the token is read per
-request through :meth:`Credentials.httpx_auth`, so OAuth tokens refresh during long runs.
-:class:`Credentials` pickle small for Spark executors: static tokens travel as a
-:class:`Secret`, OAuth M2M as host + client id + secret (it refreshes on the executor),
-anything else as a snapshot of the current token.
+Each way of getting a token is a named strategy (:mod:`dbstruct._token_sources`), read anew
+for every request: the clients send it as the request's ``Authorization`` header
+(:meth:`Credentials.headers`, ``extra_headers`` of the openai call), so OAuth tokens refresh
+during long runs. :class:`Credentials` pickle small for Spark executors: static tokens travel
+as a :class:`~dbstruct.redaction.Secret`, OAuth M2M as host + client id + secret (it
+refreshes on the executor), anything else as a snapshot of the current token.
 
     >>> creds = resolve_credentials()
+    >>> creds.headers()
+    {'Authorization': 'Bearer ...'}
+
+For an HTTP client of your own, :meth:`Credentials.httpx_auth` sets the same header on each
+of its requests:
+
     >>> client = openai.OpenAI(base_url=creds.base_url, api_key="set-per-request",
     ...                        http_client=httpx.Client(auth=creds.httpx_auth()))
 """
 
 from __future__ import annotations
 
-import abc
-import functools
-import hmac
 import logging
 import os
-import re
 import sys
-import threading
 import urllib.parse
-from collections.abc import AsyncGenerator, Callable, Generator, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
 import httpx
 
+from dbstruct._token_sources import (
+    BearerAuth,
+    CallableToken,
+    NotebookToken,
+    OAuthM2M,
+    SdkToken,
+    StaticToken,
+    TokenSource,
+    auth_class,
+    check_token,
+    read_notebook_context,
+    sdk_timeouts,
+    token_async,
+)
+from dbstruct.errors import ConfigurationError
+from dbstruct.redaction import Secret, redact
+
 if TYPE_CHECKING:
     import httpx2
 
-from dbstruct.errors import ConfigurationError, TransportError
-
-__all__ = [
-    "Credentials",
-    "Secret",
-    "redact",
-    "resolve_credentials",
-    "serving_base_url",
-]
+__all__ = ["Credentials", "resolve_credentials", "serving_base_url"]
 
 logger = logging.getLogger(__name__)
 
@@ -61,86 +72,6 @@ _HINT = (
     "(~/.databrickscfg, DATABRICKS_CONFIG_PROFILE) or a service principal "
     "(DATABRICKS_HOST, DATABRICKS_CLIENT_ID, DATABRICKS_CLIENT_SECRET)"
 )
-# databricks-sdk probes <host>/.well-known/databricks-config while building a Config, with a
-# 300 s retry budget by default: an unreachable host would stall resolution for minutes.
-_SDK_HTTP_TIMEOUT_SECONDS = 10.0
-_SDK_RETRY_TIMEOUT_SECONDS = 15
-
-
-# ---------------------------------------------------------------- secrets
-
-
-class Secret:
-    """A string that stays out of reprs, str(), f-strings and logs.
-
-    >>> Secret("dapi123")
-    Secret('***')
-    """
-
-    __slots__ = ("_value",)
-
-    def __init__(self, value: str) -> None:
-        if not isinstance(value, str):
-            raise TypeError(f"Secret wraps a str, not {type(value).__name__}")
-        self._value = value
-
-    def get_secret_value(self) -> str:
-        return self._value
-
-    def __repr__(self) -> str:
-        return "Secret('***')"
-
-    def __str__(self) -> str:
-        return "***"
-
-    def __bool__(self) -> bool:
-        return bool(self._value)
-
-    def __eq__(self, other: object) -> bool:
-        if not isinstance(other, Secret):
-            return NotImplemented
-        return hmac.compare_digest(self._value.encode(), other._value.encode())
-
-    def __hash__(self) -> int:
-        return hash(self._value)
-
-    def __reduce__(self) -> tuple[type[Secret], tuple[str]]:
-        return (Secret, (self._value,))
-
-
-# Shapes of secrets, for text that comes from outside (error bodies, log lines).
-# PATs: "dapi" + hex, optionally "-<n>" (Azure); OAuth secrets: "dose" + alphanumerics
-# (https://github.com/google/osv-scalibr/issues/1721).
-_SECRET_SHAPES: tuple[tuple[re.Pattern[str], str], ...] = (
-    (re.compile(r"\bdapi[0-9a-fA-F]{16,}(?:-\d+)?"), "dapi***"),
-    (re.compile(r"\bdose[0-9a-zA-Z]{16,}"), "dose***"),
-    (re.compile(r"(?i)\b(bearer)(\s+)[A-Za-z0-9\-._~+/=:]+"), r"\1\2***"),
-    # "Basic" only capitalized and before base64, so the English word survives.
-    (re.compile(r"\b(Basic)(\s+)[A-Za-z0-9+/]{8,}=*"), r"\1\2***"),
-    (
-        re.compile(
-            r"(?i)(?<![\w-])((?:client_secret|access_token|refresh_token|id_token|api_key|apikey"
-            r"|password|token)[\"']?\s*[:=]\s*[\"']?)[^\s\"'&,;}\]]+"
-        ),
-        r"\1***",
-    ),
-)
-_MIN_SECRET_LENGTH = 4  # shorter "secrets" would shred ordinary text and protect nothing
-
-
-def redact(text: str, *secrets: str | Secret | None) -> str:
-    """``text`` without the given secrets, PATs, OAuth secrets, bearer values and key=value secrets.
-
-    >>> redact('401: Bearer abc.def {"client_secret": "x1"}')
-    '401: Bearer *** {"client_secret": "***"}'
-    """
-    values = [s.get_secret_value() if isinstance(s, Secret) else s for s in secrets]
-    for value in sorted((v for v in values if v), key=len, reverse=True):
-        if len(value) >= _MIN_SECRET_LENGTH:
-            text = text.replace(value, "***")
-    for pattern, replacement in _SECRET_SHAPES:
-        text = pattern.sub(replacement, text)
-    return text
 
 
 # ---------------------------------------------------------------- hosts
@@ -180,201 +111,6 @@ def _host_of(base_url: str) -> str | None:
     return None
 
 
-# ---------------------------------------------------------------- token strategies
-
-
-class _TokenSource(abc.ABC):
-    """One way of getting the current bearer token; pickles to something executors can use."""
-
-    #: whether token() may do I/O (async callers then run it in a thread)
-    blocking = False
-
-    @abc.abstractmethod
-    def token(self) -> str: ...
-
-
-class _StaticToken(_TokenSource):
-    """A token that does not change: explicit, env, a profile PAT, or a snapshot."""
-
-    def __init__(self, secret: Secret) -> None:
-        self._secret = secret
-
-    def token(self) -> str:
-        return self._secret.get_secret_value()
-
-    def __repr__(self) -> str:
-        return f"_StaticToken({self._secret!r})"
-
-
-class _CallableToken(_TokenSource):
-    """A caller-supplied function returning the current token."""
-
-    blocking = True
-
-    def __init__(self, provider: Callable[[], str]) -> None:
-        self._provider = provider
-
-    def token(self) -> str:
-        return _check_token(self._provider(), "token provider")
-
-    def __repr__(self) -> str:
-        return "_CallableToken(...)"
-
-
-class _NotebookToken(_TokenSource):
-    """The notebook context's token, re-read per call on the driver as databricks-sdk does
-    (databricks/sdk/runtime/__init__.py, init_runtime_legacy_auth). Executors have no
-    notebook context: pickling snapshots the current token."""
-
-    blocking = True
-
-    def __init__(self, dbutils: Any, token: str) -> None:
-        self._dbutils = dbutils
-        self._last = Secret(token)
-
-    def token(self) -> str:
-        found = _read_notebook_context(self._dbutils)
-        if found is not None:
-            self._last = Secret(found[1])
-        return self._last.get_secret_value()
-
-    def __reduce__(self) -> tuple[type[_StaticToken], tuple[Secret]]:
-        return (_StaticToken, (Secret(self.token()),))
-
-    def __repr__(self) -> str:
-        return "_NotebookToken(Secret('***'))"
-
-
-class _OAuthM2M(_TokenSource):
-    """OAuth M2M with a service principal's client id and secret.
-
-    The sdk Config is built lazily, so after unpickling on an executor it is rebuilt there
-    and refreshes tokens itself (they last one hour:
-    https://docs.databricks.com/aws/en/dev-tools/auth/oauth-m2m).
-    """
-
-    blocking = True
-
-    def __init__(
-        self,
-        host: str,
-        client_id: str,
-        client_secret: Secret,
-        scopes: tuple[str, ...] | None = None,
-        config: Any = None,
-    ) -> None:
-        self.host = host
-        self.client_id = client_id
-        self._client_secret = client_secret
-        self.scopes = scopes
-        self._config = config
-        self._lock = threading.Lock()
-
-    def _get_config(self) -> Any:
-        with self._lock:
-            if self._config is None:
-                from databricks.sdk.core import Config
-
-                kwargs: dict[str, Any] = {
-                    "host": self.host,
-                    "client_id": self.client_id,
-                    "client_secret": self._client_secret.get_secret_value(),
-                    "auth_type": "oauth-m2m",
-                    **_sdk_timeouts(),
-                }
-                if self.scopes:
-                    kwargs["scopes"] = list(self.scopes)
-                self._config = _call_sdk(lambda: Config(**kwargs), "oauth-m2m", self.host)
-            return self._config
-
-    def token(self) -> str:
-        return _sdk_bearer(self._get_config(), "oauth-m2m", self.host)
-
-    def __reduce__(self) -> tuple[type[_OAuthM2M], tuple[Any, ...]]:
-        # No Config, lock or cached token: small, and the executor fetches its own token.
-        return (_OAuthM2M, (self.host, self.client_id, self._client_secret, self.scopes))
-
-    def __repr__(self) -> str:
-        return f"_OAuthM2M(host={self.host!r}, client_id={self.client_id!r})"
-
-
-class _SdkToken(_TokenSource):
-    """Any other databricks-sdk auth type (CLI U2M, azure-cli, metadata service, runtime...).
-
-    These need the driver's environment (a CLI, a login cache, a local service), so the
-    token cannot be refreshed on executors: pickling snapshots the current token, which
-    expires (typically after an hour) on long jobs. For those, use a service principal
-    (DATABRICKS_CLIENT_ID/DATABRICKS_CLIENT_SECRET), whose tokens refresh everywhere.
-    """
-
-    blocking = True
-
-    def __init__(self, config: Any, auth_type: str) -> None:
-        self._config = config
-        self.auth_type = auth_type
-
-    def token(self) -> str:
-        return _sdk_bearer(self._config, self.auth_type, self._config.host)
-
-    def __reduce__(self) -> tuple[type[_StaticToken], tuple[Secret]]:
-        return (_StaticToken, (Secret(self.token()),))
-
-    def __repr__(self) -> str:
-        return f"_SdkToken(auth_type={self.auth_type!r})"
-
-
-def _check_token(value: object, what: str) -> str:
-    if not isinstance(value, str) or not value.strip():
-        raise ConfigurationError(f"{what}: no token (expected a non-empty string)")
-    return value.strip()
-
-
-# ---------------------------------------------------------------- httpx
-
-
-class _BearerAuth(httpx.Auth):
-    """Sets ``Authorization: Bearer <token>`` on every request, replacing any other value
-    (the openai SDK sets one from its api_key). Async flows read a token that may need I/O
-    in a worker thread, so a refresh never blocks the event loop."""
-
-    def __init__(self, source: _TokenSource) -> None:
-        self._source = source
-
-    def _apply(self, request: Any, token: str) -> Any:
-        request.headers["Authorization"] = f"Bearer {token}"
-        return request
-
-    def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
-        yield self._apply(request, self._source.token())
-
-    async def async_auth_flow(
-        self, request: httpx.Request
-    ) -> AsyncGenerator[httpx.Request, httpx.Response]:
-        yield self._apply(request, await _token_async(self._source))
-
-    def __repr__(self) -> str:
-        return f"_BearerAuth({self._source!r})"
-
-
-@functools.cache
-def _auth_class() -> type[_BearerAuth]:
-    """_BearerAuth, also an ``httpx2.Auth`` when httpx2 (used by recent openai SDKs for
-    ``DefaultHttpxClient``) is installed, so the same object works with either library."""
-    try:
-        import httpx2
-    except ImportError:
-        return _BearerAuth
-    return cast("type[_BearerAuth]", type("_BearerAuth", (_BearerAuth, httpx2.Auth), {}))
-
-
-async def _token_async(source: _TokenSource) -> str:
-    if not source.blocking:
-        return source.token()
-    import anyio.to_thread
-
-    return await anyio.to_thread.run_sync(source.token)
-
-
 # ---------------------------------------------------------------- credentials
 
 
@@ -385,7 +121,8 @@ class Credentials:
     >>> creds = resolve_credentials()
     >>> creds.base_url, creds.source
     ('https://adb-1.azuredatabricks.net/serving-endpoints', 'environment (DATABRICKS_HOST, ...)')
-    >>> httpx.Client(auth=creds.httpx_auth())
+    >>> creds.headers()  # what the clients send with each request
+    {'Authorization': 'Bearer ...'}
 
     A pickle carries the token (or the OAuth client secret) in clear: Spark ships it to its
     executors, treat it like the token itself.
@@ -394,15 +131,15 @@ class Credentials:
     base_url: str
     host: str | None
     source: str
-    _tokens: _TokenSource = field(repr=False)
+    _tokens: TokenSource = field(repr=False)
 
     @classmethod
     def from_token(
         cls, base_url: str, token: str, *, host: str | None = None, source: str = "arguments"
     ) -> Credentials:
         """Credentials for a fixed token (tests, emulators, tokens from elsewhere)."""
-        secret = Secret(_check_token(token, "from_token"))
-        return cls(base_url, host or _host_of(base_url), source, _StaticToken(secret))
+        secret = Secret(check_token(token, "from_token"))
+        return cls(base_url, host or _host_of(base_url), source, StaticToken(secret))
 
     @classmethod
     def from_token_provider(
@@ -417,7 +154,7 @@ class Credentials:
 
         Spark pickles the provider with cloudpickle: it must work on executors.
         """
-        return cls(base_url, host or _host_of(base_url), source, _CallableToken(provider))
+        return cls(base_url, host or _host_of(base_url), source, CallableToken(provider))
 
     def token(self) -> str:
         """The current bearer token (refreshed where the strategy can)."""
@@ -425,29 +162,32 @@ class Credentials:
 
     async def atoken(self) -> str:
         """:meth:`token` for async code: I/O (an OAuth refresh) runs in a worker thread."""
-        return await _token_async(self._tokens)
+        return await token_async(self._tokens)
 
     def headers(self) -> dict[str, str]:
+        """The request's auth header, with the current token (what the clients send)."""
         return {"Authorization": f"Bearer {self.token()}"}
 
     async def aheaders(self) -> dict[str, str]:
+        """:meth:`headers` for async code (see :meth:`atoken`)."""
         return {"Authorization": f"Bearer {await self.atoken()}"}
 
     def httpx_auth(self) -> httpx.Auth:
-        """Auth for ``httpx.Client``/``AsyncClient`` setting the token on every request.
+        """Auth for an ``httpx.Client``/``AsyncClient`` of your own, setting the token on
+        every request (dbstruct's clients send :meth:`headers` instead).
 
         The object is also an ``httpx2.Auth`` when httpx2 is installed (see httpx2_auth).
         """
-        return _auth_class()(self._tokens)
+        return auth_class()(self._tokens)
 
     def httpx2_auth(self) -> httpx2.Auth:
         """:meth:`httpx_auth`, typed for httpx2: openai 3.x's ``DefaultHttpxClient`` is httpx2.
 
         >>> openai.DefaultHttpxClient(auth=creds.httpx2_auth())
         """
-        if _auth_class() is _BearerAuth:
+        if auth_class() is BearerAuth:
             raise ConfigurationError("httpx2 is not installed: use httpx_auth() with httpx")
-        return cast("httpx2.Auth", _auth_class()(self._tokens))
+        return cast("httpx2.Auth", auth_class()(self._tokens))
 
     def __repr__(self) -> str:
         return (
@@ -464,7 +204,7 @@ class _Found:
 
     source: str
     host: str | None = None
-    tokens: _TokenSource | None = None
+    tokens: TokenSource | None = None
     note: str | None = None
     error: BaseException | None = None
 
@@ -496,7 +236,7 @@ def resolve_credentials(
         result = step(explicit_key is None)
         if result is None:
             continue
-        tokens = _StaticToken(Secret(explicit_key)) if explicit_key else result.tokens
+        tokens = StaticToken(Secret(explicit_key)) if explicit_key else result.tokens
         if tokens is not None and (explicit_url or result.host):
             return _combine(result, tokens, explicit_url, explicit_key is not None)
         found.append(result)
@@ -523,7 +263,7 @@ def _steps(env: Mapping[str, str], dbutils: Any) -> list[Callable[[bool], _Found
 
 
 def _combine(
-    found: _Found, tokens: _TokenSource, base_url: str | None, explicit_key: bool
+    found: _Found, tokens: TokenSource, base_url: str | None, explicit_key: bool
 ) -> Credentials:
     """Explicit arguments completed by what one step found (resolve_credentials checked that
     together they give a URL and a token)."""
@@ -576,7 +316,7 @@ def _from_env(env: Mapping[str, str], host_var: str, token_var: str) -> _Found |
     if raw_host is None and token is None:
         return None
     host = _normalize_host(raw_host, host_var) if raw_host else None
-    tokens = _StaticToken(Secret(token)) if token else None
+    tokens = StaticToken(Secret(token)) if token else None
     if host and tokens:
         return _Found(f"environment ({host_var}, {token_var})", host, tokens)
     if host:
@@ -601,14 +341,14 @@ def _from_notebook(env: Mapping[str, str], dbutils: Any) -> _Found | None:
         dbutils = _find_dbutils(env)
     if dbutils is None:
         return None
-    found = _read_notebook_context(dbutils)
+    found = read_notebook_context(dbutils)
     if found is None:
         return None
     api_url, token = found
     return _Found(
         "notebook context",
         _normalize_host(api_url, "notebook apiUrl"),
-        _NotebookToken(dbutils, token),
+        NotebookToken(dbutils, token),
     )
 
 
@@ -624,27 +364,7 @@ def _find_dbutils(env: Mapping[str, str]) -> Any:
     return getattr(sys.modules.get("__main__"), "dbutils", None)
 
 
-def _read_notebook_context(dbutils: Any) -> tuple[str, str] | None:
-    """(apiUrl, apiToken) of the notebook's command context, or None outside a notebook."""
-    try:
-        context = dbutils.notebook.entry_point.getDbutils().notebook().getContext()
-        api_url, token = context.apiUrl().get(), context.apiToken().get()
-    except Exception as e:  # py4j errors, a RemoteDbUtils without entry_point, no context...
-        logger.debug("no notebook context: %s", type(e).__name__)
-        return None
-    if not isinstance(api_url, str) or not isinstance(token, str) or not api_url or not token:
-        return None
-    return api_url, token.strip()
-
-
 # ---------------------------------------------------------------- step 5: databricks-sdk
-
-
-def _sdk_timeouts() -> dict[str, Any]:
-    return {
-        "http_timeout_seconds": _SDK_HTTP_TIMEOUT_SECONDS,
-        "retry_timeout_seconds": _SDK_RETRY_TIMEOUT_SECONDS,
-    }
 
 
 def _from_sdk(env: Mapping[str, str], need_token: bool) -> _Found | None:
@@ -659,7 +379,7 @@ def _from_sdk(env: Mapping[str, str], need_token: bool) -> _Found | None:
         return None
     if not _sdk_configured(env, Config):
         return None
-    kwargs = {**_sdk_env_kwargs(env, Config), **_sdk_timeouts()}
+    kwargs = {**_sdk_env_kwargs(env, Config), **sdk_timeouts()}
     try:
         if not need_token:
             config = Config(credentials_strategy=cast(Any, _HostOnly()), **kwargs)
@@ -721,40 +441,14 @@ def _found_from_config(config: Any) -> _Found:
     profile = f", profile {config.profile}" if config.profile else ""
     source = f"databricks-sdk ({auth_type}{profile})"
     host = _normalize_host(config.host, "databricks-sdk host")
-    tokens: _TokenSource
+    tokens: TokenSource
     if auth_type == "pat":
-        tokens = _StaticToken(Secret(_check_token(config.token, "databricks-sdk pat")))
+        tokens = StaticToken(Secret(check_token(config.token, "databricks-sdk pat")))
     elif auth_type == "oauth-m2m":
         scopes = tuple(config.scopes) if config.scopes else None
         secret = Secret(config.client_secret)
-        tokens = _OAuthM2M(config.host, config.client_id, secret, scopes, config)
+        tokens = OAuthM2M(config.host, config.client_id, secret, scopes, config)
     else:
-        tokens = _SdkToken(config, auth_type)
+        tokens = SdkToken(config, auth_type)
     tokens.token()  # fail here, with the order's message, rather than in the first request
     return _Found(source, host, tokens)
-
-
-def _sdk_bearer(config: Any, auth_type: str, host: str | None) -> str:
-    headers = _call_sdk(config.authenticate, auth_type, host)
-    scheme, _, token = str(headers.get("Authorization", "")).partition(" ")
-    if scheme.lower() != "bearer" or not token:
-        raise ConfigurationError(
-            f"databricks-sdk auth type {auth_type!r} gives no bearer token; serving endpoints "
-            "need one (use a token or a service principal)"
-        )
-    return token.strip()
-
-
-def _call_sdk(call: Callable[[], Any], auth_type: str, host: str | None) -> Any:
-    """Run an sdk call, translating its errors: network trouble may pass, the rest will not."""
-    try:
-        return call()
-    except (ConfigurationError, TransportError):
-        raise
-    except Exception as e:
-        import requests
-
-        message = f"databricks-sdk ({auth_type}) could not get a token: {redact(str(e))}"
-        if isinstance(e, requests.RequestException):
-            raise TransportError(message, endpoint=host) from e
-        raise ConfigurationError(message) from e

@@ -2,7 +2,8 @@
 already answered.
 
     cache = DiskCache("~/.cache/dbstruct")
-    client = dbstruct.from_provider("databricks/dbrx-instruct", cache=cache)
+    client = dbstruct.from_provider("databricks/databricks-meta-llama-3-3-70b-instruct",
+                                    cache=cache)
     client.create(response_model=UserExtract, messages=messages)  # asks the endpoint
     client.create(response_model=UserExtract, messages=messages)  # answered from disk
 
@@ -14,7 +15,7 @@ context is left out too: it cannot be serialised in general, and a hit is valida
 the caller's context and model, so a changed validator that rejects the stored answer turns
 the hit into a miss rather than a wrong value.
 
-A hit sends nothing. Its :class:`~dbstruct.client.Outcome` has ``attempts == 0`` and zero
+A hit sends nothing. Its :class:`~dbstruct.Outcome` has ``attempts == 0`` and zero
 usage (no tokens were spent this time; the tokens the answer first cost stay in the cache),
 and ``create_with_completion`` returns a synthesised completion shaped like the mode's answer
 (tool call, function call, content or a json code block) with ``id`` ``"cached-<key>"`` and
@@ -45,9 +46,10 @@ from typing import Any, Protocol
 from openai.types.chat import ChatCompletion
 from pydantic import BaseModel, ValidationError
 
-from dbstruct.errors import ConfigurationError, Usage
+from dbstruct.errors import ConfigurationError
 from dbstruct.json_schema import compile_schema
-from dbstruct.modes import Message, Mode, ResponseTarget, build_request
+from dbstruct.modes import Message, Mode, ResponseTarget, chat_request
+from dbstruct.usage import Usage
 
 __all__ = [
     "CachedAnswer",
@@ -55,7 +57,6 @@ __all__ = [
     "ResponseCache",
     "cache_key",
     "cached_answer",
-    "chat_request",
     "open_cache",
     "request_key",
     "to_cached",
@@ -101,21 +102,6 @@ def cache_key(mode: Mode, request: dict[str, Any]) -> str:
         default=str,
     )
     return hashlib.sha256(canonical.encode()).hexdigest()
-
-
-def chat_request(
-    mode: Mode,
-    target: ResponseTarget,
-    messages: Sequence[Message],
-    defaults: Mapping[str, Any],
-    endpoint: str,
-) -> dict[str, Any]:
-    """The request a client sends (and whose key it looks up): its defaults, then the mode's
-    fields for ``messages``, and ``model`` set to the endpoint.
-
-    >>> chat_request(Mode.TOOLS, ResponseTarget.of(User), messages, {"temperature": 0}, "llm")
-    """
-    return {**defaults, **build_request(mode, target, messages), "model": endpoint}
 
 
 def request_key(
@@ -235,7 +221,8 @@ class DiskCache:
     """Answers in a sqlite3 file on local disk, shared by the processes of one machine.
 
     >>> cache = DiskCache("~/.cache/dbstruct")  # a directory: responses.sqlite3 inside it
-    >>> client = dbstruct.from_provider("databricks/dbrx-instruct", cache=cache)
+    >>> endpoint = "databricks/databricks-meta-llama-3-3-70b-instruct"
+    >>> client = dbstruct.from_provider(endpoint, cache=cache)
 
     The file opens when the cache is made, so a path that cannot be used raises
     :class:`~dbstruct.errors.ConfigurationError` at once. A file that is not a sqlite

@@ -1,36 +1,50 @@
-"""dbstruct's exceptions: one root, and subclasses that carry their context.
+"""dbstruct's exceptions: one root, subclasses that carry their context, and what an HTTP
+error status means.
 
-    DbstructError
+    DbstructError                   retryable: may a later attempt succeed? (False here)
     ├── ConfigurationError          bad arguments, missing credentials, bad conf files
-    │   └── JobStoppedError         a job stopped early: the endpoint refused its rows
-    ├── SchemaError                 a model dbstruct cannot turn into an accepted schema
+    │   └── WrongTypeError          an argument of the wrong type (also a TypeError)
+    ├── JobStoppedError             a job stopped early: the endpoint refused its rows
+    ├── SchemaError                 a model dbstruct cannot turn into an accepted schema, or
+    │   │                           cannot ask for in the client's mode (also a TypeError)
     │   └── SchemaMappingError      a model field with no Spark type (dbstruct.spark)
     ├── EndpointError               the endpoint answered with an HTTP error (status, code)
-    │   ├── BadRequestError         400: the endpoint rejected the request
-    │   ├── AuthenticationError     401: invalid or expired token
+    │   ├── BadRequestError         400 and other 4xx: the endpoint rejected the request
+    │   ├── AuthenticationError     401 (or 403 naming the token): invalid or expired token
     │   ├── PermissionDeniedError   403: no permission to query the endpoint
     │   ├── EndpointNotFoundError   404: no such endpoint
     │   ├── RateLimitError          429: over the endpoint's QPS or token limits (retry_after)
-    │   └── ServerError             5xx
-    ├── TransportError              timeouts and dropped connections (no HTTP answer)
+    │   │                           retryable
+    │   └── ServerError             5xx, 408, 425; retryable
+    ├── TransportError              timeouts and dropped connections (no HTTP answer);
+    │                               retryable
     ├── OutputError                 the endpoint answered, but the answer is unusable
-    │   ├── InvalidOutputError      unparsable JSON, missing tool call, schema-invalid values
+    │   ├── InvalidOutputError      unparsable JSON, missing tool call, schema-invalid values;
+    │   │                           retryable: re-asked with the errors
     │   ├── IncompleteOutputError   finish_reason=length: the answer was cut off
     │   ├── OversizedOutputError    an answer over max_answer_bytes, rejected before parsing
     │   └── RefusalError            the model refused
     ├── InputError                  a row that cannot be sent (too large, over the context
-    │                               window, unencodable text), raised before sending
+    │                               window, unencodable text), raised before sending (also
+    │                               a ValueError)
     └── RetriesExhaustedError       every attempt failed (attempts, last error, last answer, usage)
 
+:data:`STATUS_ERRORS` is the HTTP side as data: a status to the error class and its message;
+:func:`endpoint_error` applies it (``dbstruct._openai_errors`` reads the openai SDK's
+exceptions into its arguments).
+
 Messages never contain credentials: nothing here is given a token, and
-:func:`dbstruct.auth.redact` scrubs text that comes from outside before it is kept.
+:func:`dbstruct.redaction.redact` scrubs text that comes from outside before it is kept.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from dbstruct.usage import Usage
+
 __all__ = [
+    "STATUS_ERRORS",
     "AuthenticationError",
     "BadRequestError",
     "ConfigurationError",
@@ -51,52 +65,28 @@ __all__ = [
     "SchemaMappingError",
     "ServerError",
     "TransportError",
-    "Usage",
+    "WrongTypeError",
+    "endpoint_error",
 ]
-
-
-class Usage:
-    """Token usage summed over attempts."""
-
-    __slots__ = ("completion_tokens", "prompt_tokens")
-
-    def __init__(self, prompt_tokens: int = 0, completion_tokens: int = 0) -> None:
-        self.prompt_tokens = prompt_tokens
-        self.completion_tokens = completion_tokens
-
-    @property
-    def total_tokens(self) -> int:
-        return self.prompt_tokens + self.completion_tokens
-
-    def add(self, usage: Any) -> None:
-        """Add an OpenAI ``CompletionUsage`` (or anything with the same attributes)."""
-        if usage is None:
-            return
-        self.prompt_tokens += int(getattr(usage, "prompt_tokens", 0) or 0)
-        self.completion_tokens += int(getattr(usage, "completion_tokens", 0) or 0)
-
-    def __eq__(self, other: object) -> bool:
-        return (
-            isinstance(other, Usage)
-            and self.prompt_tokens == other.prompt_tokens
-            and self.completion_tokens == other.completion_tokens
-        )
-
-    def __repr__(self) -> str:
-        return (
-            f"Usage(prompt_tokens={self.prompt_tokens}, completion_tokens={self.completion_tokens})"
-        )
 
 
 class DbstructError(Exception):
     """Root of every error dbstruct raises."""
+
+    #: whether a later attempt of the same request may succeed (the retry loop reads it)
+    retryable = False
 
 
 class ConfigurationError(DbstructError):
     """Bad arguments, missing credentials or an invalid configuration file."""
 
 
-class JobStoppedError(ConfigurationError):
+class WrongTypeError(ConfigurationError, TypeError):
+    """An argument of the wrong type (``Secret(123)``); a ``TypeError`` too, as Python's own
+    argument checks are."""
+
+
+class JobStoppedError(DbstructError):
     """A job stopped before its end because the endpoint refused its requests (credentials,
     permission or endpoint name); ``done`` counts what was committed, ``summary`` is the
     run's summary so far (both set by :func:`dbstruct.jobs.run_job`)."""
@@ -127,9 +117,6 @@ class InputError(DbstructError, ValueError):
 
 class EndpointError(DbstructError):
     """The serving endpoint answered with an HTTP error."""
-
-    #: whether a later attempt may succeed
-    retryable = False
 
     def __init__(
         self,
@@ -202,6 +189,8 @@ class OutputError(DbstructError):
 class InvalidOutputError(OutputError):
     """Unparsable JSON, a missing or wrong tool call, or values the model rejects."""
 
+    retryable = True  # re-asked: the next request shows the model its answer and the errors
+
 
 class IncompleteOutputError(OutputError):
     """``finish_reason=length``: the answer was cut off at ``max_tokens``."""
@@ -241,3 +230,62 @@ class RetriesExhaustedError(DbstructError):
         self.last_raw = last_raw
         self.usage = usage
         self.endpoint = endpoint
+
+
+# ---------------------------------------------------------------- HTTP status -> error
+
+_TOKEN_HINT = (
+    "{endpoint}: 401 Unauthorized: the token is invalid or expired (credentials from {source}). "
+    "Tokens from a notebook expire; for long jobs use a service principal "
+    "(DATABRICKS_CLIENT_ID/DATABRICKS_CLIENT_SECRET)."
+)
+_SERVER = (ServerError, "{endpoint}: {status} {message}")
+#: an HTTP error status: the class it raises and its message, formatted with ``endpoint``,
+#: ``status``, ``message`` (the endpoint's, redacted), ``source`` (where the token came from)
+#: and ``base_url``; another 5xx is a ServerError, another status a BadRequestError
+STATUS_ERRORS: dict[int, tuple[type[EndpointError], str]] = {
+    401: (AuthenticationError, _TOKEN_HINT),
+    403: (
+        PermissionDeniedError,
+        "{endpoint}: 403 Forbidden: no permission to query this serving endpoint ({message})",
+    ),
+    404: (
+        EndpointNotFoundError,
+        "{endpoint}: 404: no serving endpoint named {endpoint!r} at {base_url}",
+    ),
+    408: _SERVER,
+    425: _SERVER,
+    429: (RateLimitError, "{endpoint}: 429 rate limited ({message})"),
+}
+_REJECTED = (BadRequestError, "{endpoint}: {status} rejected the request: {message}")
+
+
+def endpoint_error(
+    status: int,
+    *,
+    endpoint: str,
+    error_code: str | None = None,
+    message: str = "",
+    source: str = "",
+    base_url: str = "",
+    retry_after: float | None = None,
+) -> EndpointError:
+    """The error for an HTTP error answer, by :data:`STATUS_ERRORS`.
+
+    >>> endpoint_error(404, endpoint="llm", base_url="https://h/serving-endpoints")
+    EndpointNotFoundError("llm: 404: no serving endpoint named 'llm' at https://h/serving-endpoints")
+
+    Databricks answers an invalid or expired token with 403 ``{"error_code": 403, "message":
+    "Invalid access token."}`` (databricks-sdk-go issues 873 and 1046) and a missing permission
+    with 403 ``PERMISSION_DENIED``: the first is an AuthenticationError, as a 401 is.
+    """
+    token_error = error_code == "403" or "access token" in message.lower()
+    meaning = 401 if status == 403 and token_error else status
+    cls, template = STATUS_ERRORS.get(meaning) or (_SERVER if status >= 500 else _REJECTED)
+    text = template.format(
+        endpoint=endpoint, status=status, message=message, source=source, base_url=base_url
+    )
+    error = cls(text, endpoint=endpoint, status=status, error_code=error_code)
+    if isinstance(error, RateLimitError):
+        error.retry_after = retry_after
+    return error

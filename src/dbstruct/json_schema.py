@@ -64,6 +64,15 @@ from pydantic.errors import PydanticUserError
 from pydantic.json_schema import GenerateJsonSchema, JsonSchemaValue
 from pydantic_core import core_schema
 
+from dbstruct._json_schema_decode import (
+    ArrayPlan,
+    FieldPlan,
+    ObjectPlan,
+    PairsPlan,
+    Plan,
+    decode,
+)
+from dbstruct._json_schema_hints import array_hints, scalar_hints, with_description
 from dbstruct._json_schema_rules import count_keys
 from dbstruct.errors import SchemaError
 
@@ -71,72 +80,7 @@ __all__ = ["CompiledSchema", "compile_schema"]
 
 _NAME_OK = re.compile(r"[^a-zA-Z0-9_-]")
 _SCALARS = frozenset({"string", "number", "integer", "boolean", "null"})
-_MAX_HINT_VALUE = 40  # longer defaults/examples cost more tokens than they help
 _CACHE_SIZE = 512
-
-_FORMAT_HINTS = {
-    "date": "date, YYYY-MM-DD",
-    "date-time": "date-time, ISO 8601 e.g. 2024-05-31T14:30:00Z",
-    "time": "time, HH:MM:SS",
-    "duration": "duration, ISO 8601 e.g. P3DT4H",
-    "uuid": "UUID",
-    "uri": "URL",
-    "email": "email address",
-    "ipv4": "IPv4 address",
-    "ipv6": "IPv6 address",
-    "hostname": "hostname",
-}
-
-
-# --------------------------------------------------------------------------- answers
-
-
-@dataclass(frozen=True)
-class _Field:
-    key: str
-    drop_null: bool  # strict mode made it nullable: null means "use the default"
-    plan: _Plan | None
-
-
-@dataclass(frozen=True)
-class _ObjectPlan:
-    fields: tuple[_Field, ...]
-
-
-@dataclass(frozen=True)
-class _ArrayPlan:
-    items: _Plan
-
-
-@dataclass(frozen=True)
-class _PairsPlan:
-    values: _Plan | None
-
-
-_Plan = _ObjectPlan | _ArrayPlan | _PairsPlan
-
-
-def _decode(plan: _Plan | None, data: Any) -> Any:
-    """Undo strict mode's reshaping; anything unexpected is left for Pydantic to reject."""
-    if plan is None or data is None:
-        return data
-    if isinstance(plan, _ArrayPlan):
-        return [_decode(plan.items, x) for x in data] if isinstance(data, list) else data
-    if isinstance(plan, _PairsPlan):
-        if not (isinstance(data, list) and all(isinstance(e, dict) and "key" in e for e in data)):
-            return data
-        return {str(e["key"]): _decode(plan.values, e.get("value")) for e in data}
-    if not isinstance(data, dict):
-        return data
-    out = dict(data)
-    for f in plan.fields:
-        if f.key not in out:
-            continue
-        if out[f.key] is None and f.drop_null:
-            del out[f.key]
-        else:
-            out[f.key] = _decode(f.plan, out[f.key])
-    return out
 
 
 @dataclass(frozen=True)
@@ -163,11 +107,11 @@ class CompiledSchema:
     strict: bool = False
     #: property names in the schema: the unit of Databricks' key limits (16 tools, 64 schemas)
     key_count: int = 0
-    _plan: _Plan | None = field(default=None, repr=False, compare=False)
+    _plan: Plan | None = field(default=None, repr=False, compare=False)
 
     def decode(self, data: Any) -> Any:
         """Turn a parsed answer into the input the model validates (identity without strict)."""
-        return _decode(self._plan, data)
+        return decode(self._plan, data)
 
     def fresh_parameters(self) -> dict[str, Any]:
         """A private deep copy of ``parameters``, safe to modify."""
@@ -270,7 +214,7 @@ class _Ctx:
         )
 
 
-def _compile(node: Any, ctx: _Ctx) -> tuple[dict[str, Any], _Plan | None]:
+def _compile(node: Any, ctx: _Ctx) -> tuple[dict[str, Any], Plan | None]:
     node, ctx = _resolve(node, ctx)
     if "anyOf" in node or "oneOf" in node:
         return _compile_union(node, ctx)
@@ -307,7 +251,7 @@ def _resolve(node: Any, ctx: _Ctx) -> tuple[dict[str, Any], _Ctx]:
             return node, ctx
 
 
-def _compile_union(node: dict[str, Any], ctx: _Ctx) -> tuple[dict[str, Any], _Plan | None]:
+def _compile_union(node: dict[str, Any], ctx: _Ctx) -> tuple[dict[str, Any], Plan | None]:
     branches = node.get("anyOf") or node.get("oneOf") or []
     outer = {k: v for k, v in node.items() if k not in ("anyOf", "oneOf", "discriminator")}
     non_null = [b for b in branches if not (isinstance(b, dict) and b.get("type") == "null")]
@@ -325,10 +269,10 @@ def _compile_union(node: dict[str, Any], ctx: _Ctx) -> tuple[dict[str, Any], _Pl
             "is a union involving objects or arrays; Databricks does not support anyOf/oneOf"
         )
     names = list(dict.fromkeys(str(k) for k in kinds)) + (["null"] if nullable else [])
-    return _finish(outer, {}, [" or ".join(names)]), None
+    return with_description(outer, {}, [" or ".join(names)]), None
 
 
-def _compile_single(node: dict[str, Any], ctx: _Ctx) -> tuple[dict[str, Any], _Plan | None]:
+def _compile_single(node: dict[str, Any], ctx: _Ctx) -> tuple[dict[str, Any], Plan | None]:
     kind = node.get("type")
     enum = node.get("enum", [node["const"]] if "const" in node else None)
     if kind is None and enum is not None:
@@ -338,13 +282,13 @@ def _compile_single(node: dict[str, Any], ctx: _Ctx) -> tuple[dict[str, Any], _P
     if kind is None and enum is None:
         if ctx.strict:
             raise ctx.error("has no JSON type (Any); strict mode needs a type on every schema")
-        return _finish(node, {}, []), None
+        return with_description(node, {}, []), None
     if kind == "object":
         return _compile_object(node, ctx)
     if kind == "array":
         return _compile_array(node, ctx)
     out: dict[str, Any] = {} if kind is None else {"type": kind}
-    schema = _finish(node, out, _scalar_hints(node, kind))
+    schema = with_description(node, out, scalar_hints(node, kind))
     if enum is not None:
         schema["enum"] = list(enum)
         if None in enum and kind is not None:
@@ -381,22 +325,22 @@ def _is_nullable(schema: dict[str, Any]) -> bool:
     return kind is None or kind == "null" or (isinstance(kind, list) and "null" in kind)
 
 
-def _compile_object(node: dict[str, Any], ctx: _Ctx) -> tuple[dict[str, Any], _Plan | None]:
+def _compile_object(node: dict[str, Any], ctx: _Ctx) -> tuple[dict[str, Any], Plan | None]:
     props = node.get("properties")
     extra = node.get("additionalProperties")
     if props is None and extra is not False:
         return _compile_dict(node, ctx)
     out: dict[str, Any] = {"type": "object"}
-    schema = _finish(node, out, [])
+    schema = with_description(node, out, [])
     required_by_model = set(node.get("required", []))
     properties: dict[str, Any] = {}
-    fields: list[_Field] = []
+    fields: list[FieldPlan] = []
     for name, sub in (props or {}).items():
         prop, plan = _compile(sub, replace(ctx, field=name))
         drop_null = ctx.strict and name not in required_by_model and not _is_nullable(prop)
         properties[name] = _add_null(prop) if drop_null else prop
         if drop_null or plan is not None:
-            fields.append(_Field(name, drop_null, plan))
+            fields.append(FieldPlan(name, drop_null, plan))
     schema["properties"] = properties
     if ctx.strict:
         schema["required"] = list(properties)
@@ -407,15 +351,15 @@ def _compile_object(node: dict[str, Any], ctx: _Ctx) -> tuple[dict[str, Any], _P
             schema["required"] = required
         if extra is False:  # extra="forbid": meaningful, and accepted
             schema["additionalProperties"] = False
-    return schema, (_ObjectPlan(tuple(fields)) if fields else None)
+    return schema, (ObjectPlan(tuple(fields)) if fields else None)
 
 
-def _compile_dict(node: dict[str, Any], ctx: _Ctx) -> tuple[dict[str, Any], _Plan | None]:
+def _compile_dict(node: dict[str, Any], ctx: _Ctx) -> tuple[dict[str, Any], Plan | None]:
     """``dict[str, T]``: additionalProperties, or key/value pairs in strict mode."""
     extra = node.get("additionalProperties")
     value, plan = _compile(extra, ctx) if isinstance(extra, dict) and extra else (None, None)
     if not ctx.strict:
-        schema = _finish(node, {"type": "object"}, [])
+        schema = with_description(node, {"type": "object"}, [])
         if value is not None:
             schema["additionalProperties"] = value
         return schema, None
@@ -427,13 +371,13 @@ def _compile_dict(node: dict[str, Any], ctx: _Ctx) -> tuple[dict[str, Any], _Pla
         "required": ["key", "value"],
         "additionalProperties": False,
     }
-    schema = _finish(node, {"type": "array"}, ["key/value pairs"])
+    schema = with_description(node, {"type": "array"}, ["key/value pairs"])
     schema["items"] = pair
-    return schema, _PairsPlan(plan)
+    return schema, PairsPlan(plan)
 
 
-def _compile_array(node: dict[str, Any], ctx: _Ctx) -> tuple[dict[str, Any], _Plan | None]:
-    schema = _finish(node, {"type": "array"}, _array_hints(node))
+def _compile_array(node: dict[str, Any], ctx: _Ctx) -> tuple[dict[str, Any], Plan | None]:
+    schema = with_description(node, {"type": "array"}, array_hints(node))
     prefix = node.get("prefixItems")
     items = node.get("items")
     if isinstance(prefix, list) and prefix:
@@ -445,10 +389,10 @@ def _compile_array(node: dict[str, Any], ctx: _Ctx) -> tuple[dict[str, Any], _Pl
     else:
         return schema, None
     schema["items"] = item
-    return schema, (_ArrayPlan(plan) if plan is not None else None)
+    return schema, (ArrayPlan(plan) if plan is not None else None)
 
 
-def _tuple_items(prefix: list[Any], rest: Any, ctx: _Ctx) -> tuple[dict[str, Any], _Plan | None]:
+def _tuple_items(prefix: list[Any], rest: Any, ctx: _Ctx) -> tuple[dict[str, Any], Plan | None]:
     """Fixed-position items (prefixItems is unsupported): one schema if they agree."""
     parts = [_compile(p, ctx) for p in prefix]
     if isinstance(rest, dict) and rest:
@@ -462,106 +406,3 @@ def _tuple_items(prefix: list[Any], rest: Any, ctx: _Ctx) -> tuple[dict[str, Any
     if not all(isinstance(k, str) and k in _SCALARS for k in kinds):
         raise ctx.error("is a tuple mixing objects or arrays, which needs prefixItems")
     return {"description": "; ".join(f"item {i + 1}: {k}" for i, k in enumerate(kinds))}, None
-
-
-# --------------------------------------------------------------------------- descriptions
-
-
-def _finish(node: dict[str, Any], out: dict[str, Any], hints: list[str]) -> dict[str, Any]:
-    """``out`` with the description: the node's own text, then hints for what was dropped."""
-    hints = [*hints, *_value_hints(node)]
-    text = str(node.get("description") or "").strip()
-    if hints:
-        joined = "; ".join(hints)
-        text = f"{text} ({joined})" if text else joined
-    result = dict(out)
-    if text:
-        result["description"] = text
-    return result
-
-
-def _value_hints(node: dict[str, Any]) -> list[str]:
-    hints: list[str] = []
-    examples = node.get("examples")
-    if isinstance(examples, list) and examples:
-        shown = json.dumps(examples[0], ensure_ascii=False)
-        if len(shown) <= _MAX_HINT_VALUE:
-            hints.append(f"e.g. {shown}")
-    if node.get("default") is not None:
-        shown = json.dumps(node["default"], ensure_ascii=False)
-        if len(shown) <= _MAX_HINT_VALUE:
-            hints.append(f"default {shown}")
-    return hints
-
-
-def _scalar_hints(node: dict[str, Any], kind: str | None) -> list[str]:
-    if kind in ("number", "integer"):
-        return _number_hints(node)
-    if kind == "string":
-        return _string_hints(node)
-    return []
-
-
-def _num(value: Any) -> str:
-    if isinstance(value, float) and value.is_integer():
-        return str(int(value))
-    return str(value)
-
-
-def _number_hints(node: dict[str, Any]) -> list[str]:
-    low = _bound(node, "minimum", "exclusiveMinimum")
-    high = _bound(node, "maximum", "exclusiveMaximum")
-    hints = []
-    if low and high:
-        hints.append(f"{low[0]} {low[1]} value {high[1]} {high[0]}")
-    elif low:
-        hints.append(f"value {'>=' if low[1] == '<=' else '>'} {low[0]}")
-    elif high:
-        hints.append(f"value {high[1]} {high[0]}")
-    if "multipleOf" in node:
-        hints.append(f"multiple of {_num(node['multipleOf'])}")
-    digits, places = node.get("x-max-digits"), node.get("x-decimal-places")
-    if digits is not None or places is not None:
-        parts = [f"at most {digits} digits"] if digits is not None else []
-        parts += [f"at most {places} decimal places"] if places is not None else []
-        hints.append(", ".join(parts))
-    return hints
-
-
-def _bound(node: dict[str, Any], inclusive: str, exclusive: str) -> tuple[str, str] | None:
-    """The bound's value and its operator as written between bound and value."""
-    if inclusive in node:
-        return _num(node[inclusive]), "<="
-    if exclusive in node:
-        return _num(node[exclusive]), "<"
-    return None
-
-
-def _string_hints(node: dict[str, Any]) -> list[str]:
-    hints = []
-    fmt = node.get("format")
-    if isinstance(fmt, str):
-        hints.append(_FORMAT_HINTS.get(fmt, f"format {fmt}"))
-    hints += _count_hints(node.get("minLength"), node.get("maxLength"), "character")
-    if "pattern" in node:
-        hints.append(f"pattern {node['pattern']}")
-    return hints
-
-
-def _array_hints(node: dict[str, Any]) -> list[str]:
-    hints = _count_hints(node.get("minItems"), node.get("maxItems"), "item")
-    if node.get("uniqueItems"):
-        hints.append("unique items")
-    return hints
-
-
-def _count_hints(low: Any, high: Any, unit: str) -> list[str]:
-    if low is not None and low == high:
-        return [f"exactly {low} {unit}{'s' if low != 1 else ''}"]
-    if low and high is not None:
-        return [f"{low} to {high} {unit}s"]
-    if high is not None:
-        return [f"at most {high} {unit}{'s' if high != 1 else ''}"]
-    if low:
-        return [f"at least {low} {unit}{'s' if low != 1 else ''}"]
-    return []

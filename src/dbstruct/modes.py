@@ -1,4 +1,4 @@
-"""Modes: what each one sends to the endpoint, how its answer is parsed, how it re-asks.
+"""Modes: what each one sends to the endpoint (how its answer is read: :mod:`dbstruct.answers`).
 
 TOOLS           one tool with the compiled schema; ``tool_choice`` forces it. Answer: the
                 tool call's arguments.
@@ -14,51 +14,34 @@ MD_JSON         the compact schema in the system message, asking for a json code
                 Answer: the fenced block (or bare JSON).
 
 Every handler is stateless; the per-model parts (tool specs, response formats, prompts) are
-built once and cached, so preparing a request costs a dict copy.
+built once and cached, so preparing a request costs a dict copy. :func:`chat_request` is the
+whole request a client sends, and the one its cache keys are computed from.
 """
 
 from __future__ import annotations
 
 import enum
-import json
-import re
 import typing
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel
 
 from dbstruct._json_schema_rules import MAX_SCHEMA_KEYS, MAX_TOOL_SCHEMA_KEYS, MAX_TOOLS
-from dbstruct.errors import (
-    IncompleteOutputError,
-    InvalidOutputError,
-    OutputError,
-    OversizedOutputError,
-    RefusalError,
-    SchemaError,
-)
+from dbstruct.errors import ConfigurationError, SchemaError
 from dbstruct.json_schema import compile_schema
 
 __all__ = [
-    "DEFAULT_MAX_ANSWER_BYTES",
+    "Message",
     "Mode",
     "ResponseTarget",
     "build_request",
-    "parse_completion",
-    "reask_messages",
+    "chat_request",
 ]
 
 Message = dict[str, Any]
-
-#: the default of a client's ``max_answer_bytes``. Even an answer as long as a whole 128K-token
-#: context window is about 0.5 MB (some 4 characters a token), and 1 MiB is already a very
-#: large value for one cell of a table: past it an answer is a runaway (a repeating loop, a
-#: padded string), not data.
-DEFAULT_MAX_ANSWER_BYTES = 1 << 20
-#: how much of an oversized answer its error keeps (``raw``)
-_RAW_HEAD = 1024
 
 
 class Mode(str, enum.Enum):
@@ -99,7 +82,7 @@ class ResponseTarget:
             members = _union_members(inner)
             if members and all(isinstance(m, type) and issubclass(m, BaseModel) for m in members):
                 return ResponseTarget(tuple(members), parallel=True)
-        raise TypeError(
+        raise SchemaError(
             "response_model must be a pydantic BaseModel subclass, or Iterable[A | B] of them "
             f"for Mode.PARALLEL_TOOLS; got {response_model!r}"
         )
@@ -176,7 +159,7 @@ def build_request(
     The caller's ``messages`` list and dicts are never modified.
     """
     if target.parallel and mode is not Mode.PARALLEL_TOOLS:
-        raise TypeError(f"Iterable[...] response models need Mode.PARALLEL_TOOLS, not {mode}")
+        raise SchemaError(f"Iterable[...] response models need Mode.PARALLEL_TOOLS, not {mode}")
     if mode is Mode.PARALLEL_TOOLS and not target.parallel:
         target = ResponseTarget(target.models, parallel=True)
     msgs = list(messages)
@@ -212,7 +195,7 @@ def build_request(
         }
     if mode is Mode.MD_JSON:
         return {"messages": _with_system(msgs, _md_json_instruction(target.model))}
-    raise ValueError(f"unknown mode {mode!r}")  # pragma: no cover - Mode is closed
+    raise ConfigurationError(f"unknown mode {mode!r}")  # pragma: no cover - Mode is closed
 
 
 def _with_system(messages: list[Message], instruction: str) -> list[Message]:
@@ -248,227 +231,16 @@ def _text(content: Any) -> str:
     return str(content)
 
 
-# ---------------------------------------------------------------- answers
-
-
-_FENCE = re.compile(r"```(?:json|JSON)?\s*\n?(.*?)```", re.DOTALL)
-
-
-def parse_completion(
+def chat_request(
     mode: Mode,
     target: ResponseTarget,
-    completion: Any,
-    context: Any = None,
-    *,
-    max_answer_bytes: int | None = DEFAULT_MAX_ANSWER_BYTES,
-) -> Any:
-    """The validated answer: a model instance, or a list of them for PARALLEL_TOOLS.
+    messages: Sequence[Message],
+    defaults: Mapping[str, Any],
+    endpoint: str,
+) -> dict[str, Any]:
+    """The request a client sends (and whose key it looks up): its defaults, then the mode's
+    fields for ``messages``, and ``model`` set to the endpoint.
 
-    >>> parse_completion(Mode.TOOLS, ResponseTarget.of(UserExtract), completion)
-
-    Raises an :class:`OutputError` subclass for an unusable answer; its ``raw`` holds the text.
-    The answer's text is parsed as JSON, never evaluated; one over ``max_answer_bytes``
-    (None: no limit) is an :class:`OversizedOutputError` before any parsing.
+    >>> chat_request(Mode.TOOLS, ResponseTarget.of(User), messages, {"temperature": 0}, "llm")
     """
-    choices = getattr(completion, "choices", None)
-    if not choices:
-        raise InvalidOutputError("the endpoint answered with no choices")
-    choice = choices[0]
-    message = choice.message
-    refusal = getattr(message, "refusal", None)
-    if refusal:
-        raise RefusalError(f"the model refused: {refusal}", raw=str(refusal))
-    if max_answer_bytes is not None:
-        _check_answer_size(message, max_answer_bytes)
-    if choice.finish_reason == "content_filter":
-        raise RefusalError("the answer was withheld by a content filter", raw=message.content)
-    if choice.finish_reason == "length":
-        raise IncompleteOutputError(
-            "the answer was cut off at max_tokens (finish_reason=length); raise max_tokens",
-            raw=_raw_of(message),
-        )
-    if mode in (Mode.TOOLS, Mode.TOOLS_STRICT, Mode.PARALLEL_TOOLS):
-        return _parse_tool_calls(mode, target, message, context)
-    if mode is Mode.FUNCTIONS:
-        call = getattr(message, "function_call", None)
-        if call is None:
-            raise InvalidOutputError(
-                f"expected a call of function {_name(target.model)}, got none",
-                raw=message.content,
-            )
-        _check_name(call.name, target.model, call.arguments)
-        return _validate(target.model, call.arguments, context)
-    text = _answer_text(message.content)
-    if mode is Mode.MD_JSON:
-        match = _FENCE.search(text)
-        text = match.group(1) if match else text
-    return _validate(target.model, text, context)
-
-
-def _check_answer_size(message: Any, limit: int) -> None:
-    """Refuse an answer whose text (every tool call's arguments, the function call's, the
-    content) is over ``limit`` bytes, before it is parsed: a runaway answer costs one error,
-    not the memory and CPU of parsing it, nor a huge value in a table."""
-    pieces = [c.function.arguments or "" for c in getattr(message, "tool_calls", None) or []]
-    call = getattr(message, "function_call", None)
-    if call is not None:
-        pieces.append(call.arguments or "")
-    pieces.append(_answer_text(getattr(message, "content", None)))
-    # A str of n characters takes at most 4n bytes in UTF-8: most answers need no encoding.
-    if sum(len(p) for p in pieces) * 4 <= limit:
-        return
-    size = sum(len(p.encode("utf-8", "surrogatepass")) for p in pieces)
-    if size > limit:
-        head = next((p for p in pieces if p), "")[:_RAW_HEAD]
-        raise OversizedOutputError(
-            f"the answer is {size} bytes, over max_answer_bytes={limit}; not parsed "
-            "(a runaway answer: lower max_tokens, or raise max_answer_bytes if it is expected)",
-            raw=head,
-            size=size,
-        )
-
-
-def _answer_text(content: Any) -> str:
-    """The answer's text. Reasoning endpoints (GPT OSS) send content as a list of blocks, a
-    reasoning block then a text block: keep the text blocks
-    (https://learn.microsoft.com/en-us/azure/databricks/machine-learning/model-serving/structured-outputs).
-    """
-    if isinstance(content, list):
-        return "".join(
-            str(b.get("text", ""))
-            for b in content
-            if isinstance(b, dict) and b.get("type") == "text"
-        )
-    return content or ""
-
-
-def _parse_tool_calls(mode: Mode, target: ResponseTarget, message: Any, context: Any) -> Any:
-    calls = getattr(message, "tool_calls", None) or []
-    if not calls:
-        expected = " or ".join(_name(m) for m in target.models)
-        raise InvalidOutputError(
-            f"expected a call of tool {expected}, got none", raw=message.content
-        )
-    if mode is not Mode.PARALLEL_TOOLS:
-        call = calls[0].function
-        _check_name(call.name, target.model, call.arguments)
-        return _validate(target.model, call.arguments, context, strict=mode is Mode.TOOLS_STRICT)
-    by_name = {_name(m): m for m in target.models}
-    results = []
-    for tool_call in calls:
-        model = by_name.get(tool_call.function.name)
-        if model is None:
-            raise InvalidOutputError(
-                f"called unknown tool {tool_call.function.name!r}; "
-                f"expected one of {sorted(by_name)}",
-                raw=tool_call.function.arguments,
-            )
-        results.append(_validate(model, tool_call.function.arguments, context))
-    return results
-
-
-def _name(model: type[BaseModel]) -> str:
-    return compile_schema(model).name
-
-
-def _check_name(got: str, model: type[BaseModel], raw: str | None) -> None:
-    if got != _name(model):
-        raise InvalidOutputError(f"called tool {got!r}, expected {_name(model)!r}", raw=raw)
-
-
-def _validate(
-    model: type[BaseModel], text: str | None, context: Any, *, strict: bool = False
-) -> BaseModel:
-    if not text or not text.strip():
-        raise InvalidOutputError("the answer was empty", raw=text)
-    try:
-        if not strict:
-            return model.model_validate_json(text, context=context)
-        # strict schemas say defaults as null and dicts as pairs: undo that first
-        try:
-            data = json.loads(text)
-        except ValueError as e:
-            raise InvalidOutputError(f"- invalid JSON: {e}", raw=text) from e
-        decoded = compile_schema(model, strict=True).decode(data)
-        return model.model_validate(decoded, context=context)
-    except ValidationError as e:
-        raise InvalidOutputError(_describe(e), raw=text) from e
-
-
-def _describe(error: ValidationError) -> str:
-    """A compact account of a ValidationError: one line a problem, no documentation URLs."""
-    lines = []
-    for item in error.errors(include_url=False)[:20]:
-        where = ".".join(str(p) for p in item["loc"]) or "(root)"
-        if item["type"] == "json_invalid":
-            lines.append(f"- invalid JSON: {item['msg']}")
-            continue
-        got = item.get("input")
-        shown = json.dumps(got, default=str)[:80] if item["type"] != "missing" else ""
-        lines.append(f"- {where}: {item['msg']}" + (f" (got {shown})" if shown else ""))
-    return "\n".join(lines)
-
-
-def _raw_of(message: Any) -> str | None:
-    calls = getattr(message, "tool_calls", None)
-    if calls:
-        return "".join(c.function.arguments or "" for c in calls)
-    call = getattr(message, "function_call", None)
-    if call is not None:
-        return str(call.arguments)
-    content = getattr(message, "content", None)
-    return _answer_text(content) if content is not None else None
-
-
-# ---------------------------------------------------------------- re-asking
-
-
-def reask_messages(
-    mode: Mode, request_messages: list[Message], completion: Any, error: OutputError
-) -> list[Message]:
-    """The messages of the next attempt: the request's, then the bad answer and the error.
-
-    ``request_messages`` is the *first* attempt's list, so re-asks do not pile up: each retry
-    shows the model only its latest answer. Roles keep alternating (assistant, then tool or
-    user), which Databricks requires.
-    """
-    if not getattr(completion, "choices", None):
-        return request_messages  # no answer to correct: ask again as before
-    message = completion.choices[0].message
-    problem = f"Your answer was not valid:\n{error}\n"
-    calls = getattr(message, "tool_calls", None)
-    if mode in (Mode.TOOLS, Mode.TOOLS_STRICT, Mode.PARALLEL_TOOLS) and calls:
-        assistant: Message = {
-            "role": "assistant",
-            "tool_calls": [
-                {
-                    "id": c.id,
-                    "type": "function",
-                    "function": {"name": c.function.name, "arguments": c.function.arguments},
-                }
-                for c in calls
-            ],
-        }
-        # Claude endpoints (Opus at least) reject an assistant turn whose text is empty, missing
-        # or blank beside its tool calls ("messages: text content blocks must be non-empty");
-        # a single space is what Databricks' own client sends instead
-        # (https://github.com/databricks/databricks-ai-bridge/pull/333), and every other
-        # endpoint takes it too.
-        content = message.content
-        assistant["content"] = content if _answer_text(content).strip() else " "
-        fix = problem + "Call the function again with every error fixed."
-        replies = [{"role": "tool", "tool_call_id": c.id, "content": fix} for c in calls]
-        return [*request_messages, assistant, *replies]
-    raw = error.raw if error.raw is not None else _raw_of(message)
-    if mode in (Mode.JSON, Mode.JSON_O1, Mode.MD_JSON):
-        fix = problem + "Answer again with only the corrected JSON object."
-        if mode is Mode.MD_JSON:
-            fix += " Put it in a ```json code block."
-    else:
-        fix = problem + "Call the function again with every error fixed."
-    # never an empty or blank assistant text with no tool call: Claude endpoints refuse it
-    return [
-        *request_messages,
-        {"role": "assistant", "content": raw if _answer_text(raw).strip() else "(no answer)"},
-        {"role": "user", "content": fix},
-    ]
+    return {**defaults, **build_request(mode, target, messages), "model": endpoint}

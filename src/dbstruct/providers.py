@@ -4,19 +4,27 @@ from __future__ import annotations
 
 import inspect
 import os
-from typing import Any, Literal
+from typing import Any, Literal, overload
 
 import openai
 
 from dbstruct._params import check_keywords
 from dbstruct._retry import RetryPolicy
+from dbstruct.answers import DEFAULT_MAX_ANSWER_BYTES
 from dbstruct.auth import Credentials, resolve_credentials
 from dbstruct.cache import ResponseCache, open_cache
 from dbstruct.client import AsyncStructuredClient, StructuredClient
 from dbstruct.errors import ConfigurationError
-from dbstruct.modes import DEFAULT_MAX_ANSWER_BYTES, Mode
+from dbstruct.modes import Mode
+from dbstruct.worker_settings import DEFAULT_MAX_RETRIES, DEFAULT_TIMEOUT, DEFAULT_TOTAL_TIMEOUT
 
-__all__ = ["from_provider", "parse_model", "provider_parameters"]
+__all__ = [
+    "check_answer_limits",
+    "from_provider",
+    "parse_mode",
+    "parse_model",
+    "provider_parameters",
+]
 
 SUPPORTED = "databricks/<endpoint-name>, e.g. 'databricks/databricks-meta-llama-3-3-70b-instruct'"
 # The token is set per request (Credentials.headers); the SDK insists on an api_key of its own.
@@ -39,7 +47,7 @@ def parse_model(model: str) -> str:
     return endpoint
 
 
-def _check_limits(max_context_tokens: object, max_answer_bytes: object) -> None:
+def check_answer_limits(max_context_tokens: object, max_answer_bytes: object) -> None:
     def positive(value: object) -> bool:
         return isinstance(value, int) and not isinstance(value, bool) and value > 0
 
@@ -53,7 +61,7 @@ def _check_limits(max_context_tokens: object, max_answer_bytes: object) -> None:
         )
 
 
-def _mode(mode: Mode | str) -> Mode:
+def parse_mode(mode: Mode | str) -> Mode:
     if isinstance(mode, Mode):
         return mode
     for candidate in Mode:
@@ -63,6 +71,47 @@ def _mode(mode: Mode | str) -> Mode:
     raise ConfigurationError(f"unknown mode {mode!r}; use one of {names}")
 
 
+@overload
+def from_provider(
+    model: str,
+    *,
+    mode: Mode | str = Mode.TOOLS,
+    async_client: Literal[False] = False,
+    base_url: str | None = None,
+    api_key: str | None = None,
+    max_retries: int = DEFAULT_MAX_RETRIES,
+    timeout: float = DEFAULT_TIMEOUT,
+    total_timeout: float = DEFAULT_TOTAL_TIMEOUT,
+    max_connections: int = 64,
+    credentials: Credentials | None = None,
+    cache: ResponseCache | str | os.PathLike[str] | None = None,
+    max_context_tokens: int | Literal["auto"] | None = "auto",
+    max_answer_bytes: int | None = DEFAULT_MAX_ANSWER_BYTES,
+    **defaults: Any,
+) -> StructuredClient: ...
+
+
+@overload
+def from_provider(
+    model: str,
+    *,
+    mode: Mode | str = Mode.TOOLS,
+    async_client: Literal[True],
+    base_url: str | None = None,
+    api_key: str | None = None,
+    max_retries: int = DEFAULT_MAX_RETRIES,
+    timeout: float = DEFAULT_TIMEOUT,
+    total_timeout: float = DEFAULT_TOTAL_TIMEOUT,
+    max_connections: int = 64,
+    credentials: Credentials | None = None,
+    cache: ResponseCache | str | os.PathLike[str] | None = None,
+    max_context_tokens: int | Literal["auto"] | None = "auto",
+    max_answer_bytes: int | None = DEFAULT_MAX_ANSWER_BYTES,
+    **defaults: Any,
+) -> AsyncStructuredClient: ...
+
+
+@overload
 def from_provider(
     model: str,
     *,
@@ -70,20 +119,41 @@ def from_provider(
     async_client: bool = False,
     base_url: str | None = None,
     api_key: str | None = None,
-    max_retries: int = 3,
-    timeout: float = 120.0,
-    total_timeout: float = 600.0,
+    max_retries: int = DEFAULT_MAX_RETRIES,
+    timeout: float = DEFAULT_TIMEOUT,
+    total_timeout: float = DEFAULT_TOTAL_TIMEOUT,
     max_connections: int = 64,
     credentials: Credentials | None = None,
     cache: ResponseCache | str | os.PathLike[str] | None = None,
     max_context_tokens: int | Literal["auto"] | None = "auto",
     max_answer_bytes: int | None = DEFAULT_MAX_ANSWER_BYTES,
     **defaults: Any,
-) -> Any:
-    """A structured client for a Databricks serving endpoint.
+) -> StructuredClient | AsyncStructuredClient: ...
 
-    >>> client = dbstruct.from_provider("databricks/dbrx-instruct", mode=Mode.TOOLS)
-    >>> user = client.create(response_model=UserExtract, messages=[...])
+
+def from_provider(
+    model: str,
+    *,
+    mode: Mode | str = Mode.TOOLS,
+    async_client: bool = False,
+    base_url: str | None = None,
+    api_key: str | None = None,
+    max_retries: int = DEFAULT_MAX_RETRIES,
+    timeout: float = DEFAULT_TIMEOUT,
+    total_timeout: float = DEFAULT_TOTAL_TIMEOUT,
+    max_connections: int = 64,
+    credentials: Credentials | None = None,
+    cache: ResponseCache | str | os.PathLike[str] | None = None,
+    max_context_tokens: int | Literal["auto"] | None = "auto",
+    max_answer_bytes: int | None = DEFAULT_MAX_ANSWER_BYTES,
+    **defaults: Any,
+) -> StructuredClient | AsyncStructuredClient:
+    """A structured client for a Databricks serving endpoint: a :class:`StructuredClient`, or
+    with ``async_client=True`` an :class:`AsyncStructuredClient`.
+
+    >>> endpoint = "databricks/databricks-meta-llama-3-3-70b-instruct"
+    >>> client = dbstruct.from_provider(endpoint, mode=Mode.TOOLS)
+    >>> user = client.create(response_model=UserExtract, messages=[...])  # a UserExtract
 
     ``timeout`` bounds one request, ``total_timeout`` one ``create()`` with its retries and
     waits; ``max_retries`` counts attempts after the first. Other keyword arguments
@@ -104,10 +174,10 @@ def from_provider(
     """
     check_keywords(defaults, "from_provider", own=provider_parameters())
     endpoint = parse_model(model)
-    chosen = _mode(mode)
+    chosen = parse_mode(mode)
     if max_retries < 0:
         raise ConfigurationError(f"max_retries must be >= 0, got {max_retries}")
-    _check_limits(max_context_tokens, max_answer_bytes)
+    check_answer_limits(max_context_tokens, max_answer_bytes)
     creds = credentials or resolve_credentials(base_url=base_url, api_key=api_key)
     # The Limits class comes from the HTTP library this openai version uses (httpx or httpx2).
     limits = type(openai.DEFAULT_CONNECTION_LIMITS)(

@@ -72,11 +72,11 @@ class Workspace:
 
 
 @pytest.fixture
-def ws(caplog: pytest.LogCaptureFixture, tmp_path: Path) -> Iterator[Workspace]:
+def ws(dbstruct_emulator: Emulator, caplog: pytest.LogCaptureFixture, tmp_path: Path) -> Workspace:
     caplog.set_level(logging.DEBUG, logger="dbstruct")  # searched for the token
     token = new_token()
-    with Emulator(token=token, endpoints=[ENDPOINT], latency=0) as emu:
-        yield Workspace(emu, token, caplog, tmp_path / "pip")
+    dbstruct_emulator.start_from(token=token, endpoints=[ENDPOINT], latency=0)
+    return Workspace(dbstruct_emulator, token, caplog, tmp_path / "pip")
 
 
 # ------------------------------------------------------------------ the notebooks' shape

@@ -7,7 +7,6 @@ from __future__ import annotations
 import sys
 import time
 import uuid
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -40,16 +39,10 @@ class Awkward(BaseModel):
 cloudpickle.register_pickle_by_value(sys.modules[__name__])  # type: ignore[no-untyped-call]
 
 
-@pytest.fixture(scope="module")
-def emulator() -> Iterator[Emulator]:
-    with Emulator(token=TOKEN, keep_requests=1000) as emu:
-        yield emu
-
-
 @pytest.fixture
-def emu(emulator: Emulator) -> Emulator:
-    emulator.reset()
-    return emulator
+def emu(dbstruct_emulator: Emulator) -> Emulator:
+    dbstruct_emulator.start_from(token=TOKEN, keep_requests=1000)
+    return dbstruct_emulator
 
 
 def make_udf(emu: Emulator, model: type[BaseModel] = User, **kw: Any) -> Any:

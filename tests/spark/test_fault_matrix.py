@@ -15,7 +15,7 @@ import re
 import sys
 import uuid
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -180,16 +180,10 @@ def test_the_oracle_follows_the_marker_rules() -> None:
 # ------------------------------------------------------------------ Spark
 
 
-@pytest.fixture(scope="module")
-def emulator() -> Iterator[Emulator]:
-    with Emulator(token=TOKEN, retry_after=0.05, timeout_hold=HOLD) as emu:
-        yield emu
-
-
 @pytest.fixture
-def emu(emulator: Emulator) -> Emulator:
-    emulator.reset()
-    return emulator
+def emu(dbstruct_emulator: Emulator) -> Emulator:
+    dbstruct_emulator.start_from(token=TOKEN, retry_after=0.05, timeout_hold=HOLD)
+    return dbstruct_emulator
 
 
 def make_udf(emu: Emulator, **kw: Any) -> Any:

@@ -13,7 +13,6 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -36,16 +35,10 @@ def spark(classic_spark: Any, monkeypatch: pytest.MonkeyPatch) -> Any:
     return classic_spark
 
 
-@pytest.fixture(scope="module")
-def emulator() -> Iterator[Emulator]:
-    with Emulator(retry_after=0.05) as emu:
-        yield emu
-
-
 @pytest.fixture
-def emu(emulator: Emulator) -> Emulator:
-    emulator.reset()
-    return emulator
+def emu(dbstruct_emulator: Emulator) -> Emulator:
+    dbstruct_emulator.start_from(retry_after=0.05)
+    return dbstruct_emulator
 
 
 def text(i: int, marker: str = "") -> str:
@@ -136,12 +129,12 @@ def test_a_changed_model_is_refused_not_mixed_in(spark: Any, emu: Emulator, tmp_
 def test_a_refused_first_chunk_stops_the_run_and_keeps_nothing(
     spark: Any, emu: Emulator, tmp_path: Path
 ) -> None:
-    from dbstruct.errors import ConfigurationError
+    from dbstruct.errors import JobStoppedError
 
     source = write_source(tmp_path / "in.jsonl", [text(i) for i in range(50)])
     data = job(source, tmp_path / "out", chunk_rows=20)
     wrong = Credentials.from_token(emu.base_url, "dapi-wrong-token")
-    with pytest.raises(ConfigurationError, match="refused every row of the first chunk"):
+    with pytest.raises(JobStoppedError, match="refused every row of the first chunk"):
         run_job(spark, conf_of(data), credentials=wrong)
     assert emu.stats().status(403) > 0 and not list((tmp_path / "out").glob("batch=*/*.parquet"))
     summary = run_job(spark, conf_of(data), credentials=creds(emu))
@@ -335,7 +328,7 @@ def test_seed_from_sample_creates_the_source_the_bundle_job_reads(
     spark: Any, emu: Emulator, tmp_path: Path
 ) -> None:
     from dbstruct.jobs import load_config
-    from dbstruct.jobs._source import sample_rows
+    from dbstruct.jobs._sample import sample_rows
 
     table = f"spark_catalog.default.tickets_raw_{os.getpid()}"
 

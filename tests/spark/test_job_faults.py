@@ -11,7 +11,6 @@ import socket
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -83,16 +82,10 @@ def assert_each_id_once(rows: list[dict[str, Any]], n: int) -> None:
 # ------------------------------------------------------------------ fault rates
 
 
-@pytest.fixture(scope="module")
-def emulator() -> Iterator[Emulator]:
-    with Emulator(retry_after=0.05, timeout_hold=4.0) as emu:
-        yield emu
-
-
 @pytest.fixture
-def emu(emulator: Emulator) -> Emulator:
-    emulator.reset()
-    return emulator
+def emu(dbstruct_emulator: Emulator) -> Emulator:
+    dbstruct_emulator.start_from(retry_after=0.05, timeout_hold=4.0)
+    return dbstruct_emulator
 
 
 def test_a_job_under_every_fault_rate_then_a_retry_of_the_failed_ids(

@@ -6,7 +6,6 @@ Throughput against the limit is measured by bench/rate_limit.py, not asserted he
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -16,8 +15,9 @@ from pyspark.sql import functions as F
 
 from dbstruct.errors import ConfigurationError
 from dbstruct.spark import structured_udf
-from dbstruct.spark._udf import _limits
+from dbstruct.spark._udf import _with_workers
 from dbstruct.testing import Emulator
+from dbstruct.worker_settings import WorkerSettings
 
 pytestmark = [pytest.mark.spark, pytest.mark.timeout(240)]
 
@@ -31,10 +31,10 @@ cloudpickle.register_pickle_by_value(sys.modules[__name__])  # type: ignore[no-u
 
 
 @pytest.fixture
-def limited() -> Iterator[Emulator]:
+def limited(dbstruct_emulator: Emulator) -> Emulator:
     # 429s with a Retry-After of 1 s (whole seconds, as Databricks sends) once over 40 req/s
-    with Emulator(token="dapi-limits", latency=0.02, qps=40, burst=2) as emu:
-        yield emu
+    dbstruct_emulator.start_from(token="dapi-limits", latency=0.02, qps=40, burst=2)
+    return dbstruct_emulator
 
 
 def test_udf_at_a_qps_limit_loses_no_row_and_values_every_row(
@@ -55,9 +55,12 @@ def test_udf_at_a_qps_limit_loses_no_row_and_values_every_row(
 
 
 def test_caps_are_split_across_workers(spark: Any) -> None:
-    limits = _limits(True, 10.0, 6000.0, workers=4)
+    limits = _with_workers(
+        WorkerSettings(adaptive=True, max_qps=10.0, max_tokens_per_minute=6000.0, workers=4)
+    )
     assert (limits.qps_per_worker, limits.tpm_per_worker) == (2.5, 1500.0)
-    derived = _limits(True, 10.0, None, workers=None)  # from spark.default.parallelism (2)
+    # workers from spark.default.parallelism (2)
+    derived = _with_workers(WorkerSettings(adaptive=True, max_qps=10.0))
     assert derived.workers == 2 and derived.qps_per_worker == 5.0
     with pytest.raises(ConfigurationError, match="max_qps"):
-        _limits(True, 0.0, None, workers=2)
+        WorkerSettings(adaptive=True, max_qps=0.0, workers=2)

@@ -52,16 +52,10 @@ class User(BaseModel):
 cloudpickle.register_pickle_by_value(sys.modules[__name__])  # type: ignore[no-untyped-call]
 
 
-@pytest.fixture(scope="module")
-def emulator() -> Iterator[Emulator]:
-    with Emulator(token=TOKEN, retry_after=0.05, client_secret=CLIENT_SECRET) as emu:
-        yield emu
-
-
 @pytest.fixture
-def emu(emulator: Emulator) -> Emulator:
-    emulator.reset()
-    return emulator
+def emu(dbstruct_emulator: Emulator) -> Emulator:
+    dbstruct_emulator.start_from(token=TOKEN, retry_after=0.05, client_secret=CLIENT_SECRET)
+    return dbstruct_emulator
 
 
 def assert_clean(what: str, text: str) -> None:

@@ -10,7 +10,6 @@ import json
 import sqlite3
 import sys
 import uuid
-from collections.abc import Iterator
 from datetime import date, datetime, timezone
 from decimal import Decimal
 from pathlib import Path
@@ -62,16 +61,10 @@ class Order(BaseModel):  # a value of every kind the JSON column must carry back
 cloudpickle.register_pickle_by_value(sys.modules[__name__])  # type: ignore[no-untyped-call]
 
 
-@pytest.fixture(scope="module")
-def emulator() -> Iterator[Emulator]:
-    with Emulator(retry_after=0.05) as emu:
-        yield emu
-
-
 @pytest.fixture
-def emu(emulator: Emulator) -> Emulator:
-    emulator.reset()
-    return emulator
+def emu(dbstruct_emulator: Emulator) -> Emulator:
+    dbstruct_emulator.start_from(retry_after=0.05)
+    return dbstruct_emulator
 
 
 def text_of(i: int, marker: str = "") -> str:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import sys
 import uuid
-from collections.abc import Iterator
 from typing import Any
 
 import pandas as pd
@@ -42,16 +41,10 @@ class Loose(BaseModel):
 cloudpickle.register_pickle_by_value(sys.modules[__name__])  # type: ignore[no-untyped-call]
 
 
-@pytest.fixture(scope="module")
-def emulator() -> Iterator[Emulator]:
-    with Emulator(token=TOKEN, retry_after=0.05) as emu:
-        yield emu
-
-
 @pytest.fixture
-def emu(emulator: Emulator) -> Emulator:
-    emulator.reset()
-    return emulator
+def emu(dbstruct_emulator: Emulator) -> Emulator:
+    dbstruct_emulator.start_from(token=TOKEN, retry_after=0.05)
+    return dbstruct_emulator
 
 
 # ------------------------------------------------------------------ end to end, 10k rows
@@ -202,28 +195,28 @@ def test_no_token_in_plans_or_reprs(spark: Any, emu: Emulator, capsys: Any) -> N
 # ------------------------------------------------------------------ checked on the driver
 
 
-def test_unmappable_model_fails_when_built(emulator: Emulator) -> None:
+def test_unmappable_model_fails_when_built(emu: Emulator) -> None:
     with pytest.raises(SchemaMappingError, match="payload"):
-        make_udf(emulator, Loose)
+        make_udf(emu, Loose)
 
 
-def test_bad_prompt_and_arguments_fail_when_built_or_applied(emulator: Emulator) -> None:
+def test_bad_prompt_and_arguments_fail_when_built_or_applied(emu: Emulator) -> None:
     with pytest.raises(ConfigurationError, match="placeholder"):
-        make_udf(emulator, prompt="Extract {0}")
+        make_udf(emu, prompt="Extract {0}")
     with pytest.raises(ConfigurationError, match="concurrency"):
-        make_udf(emulator, concurrency=0)
+        make_udf(emu, concurrency=0)
     with pytest.raises(ConfigurationError, match="databricks"):
-        structured_udf(User, "openai/gpt-4o", base_url=emulator.base_url, api_key="x")
-    two = make_udf(emulator, prompt="{title}: {body}")
+        structured_udf(User, "openai/gpt-4o", base_url=emu.base_url, api_key="x")
+    two = make_udf(emu, prompt="{title}: {body}")
     with pytest.raises(ConfigurationError, match="2 placeholder"):
         two("text")
     with pytest.raises(ConfigurationError, match="by placeholder name"):
         two(title="a")
 
 
-def test_return_type_is_the_model_schema(emulator: Emulator) -> None:
-    assert make_udf(emulator).returnType == spark_schema(User)
-    status = make_udf(emulator, include_status=True).returnType
+def test_return_type_is_the_model_schema(emu: Emulator) -> None:
+    assert make_udf(emu).returnType == spark_schema(User)
+    status = make_udf(emu, include_status=True).returnType
     assert status.fieldNames() == list(STATUS_FIELDS)
     assert status["value"].dataType == spark_schema(User)
     assert status.simpleString().endswith(

@@ -20,9 +20,10 @@ import httpx
 import openai
 import pytest
 
-from dbstruct import auth
-from dbstruct.auth import Credentials, Secret, redact, resolve_credentials, serving_base_url
+from dbstruct._token_sources import StaticToken
+from dbstruct.auth import Credentials, resolve_credentials, serving_base_url
 from dbstruct.errors import ConfigurationError
+from dbstruct.redaction import Secret, redact
 
 PAT = "dapi0123456789abcdef0123456789abcdef"
 PAT2 = "dapifedcba9876543210fedcba9876543210"
@@ -729,4 +730,4 @@ def test_async_token_runs_blocking_sources_off_the_loop() -> None:
     creds = Credentials.from_token_provider("http://h/serving-endpoints", provider)
     assert asyncio.run(creds.aheaders()) == {"Authorization": "Bearer t"}
     assert threads and threads[0] != loop_thread
-    assert auth._StaticToken.blocking is False
+    assert StaticToken.blocking is False

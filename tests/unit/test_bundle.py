@@ -295,7 +295,7 @@ def test_the_wheel_installs_and_reads_its_data_files(wheel: Path, tmp_path: Path
     )  # fmt: skip
     probe = (
         "import sys; sys.path.insert(0, sys.argv[1]); import dbstruct;"
-        "from dbstruct.jobs import demo_conf_path; from dbstruct.jobs._source import sample_rows;"
+        "from dbstruct.jobs import demo_conf_path; from dbstruct.jobs._sample import sample_rows;"
         "print(dbstruct.__file__); print(len(sample_rows('tickets')));"
         "print(open(demo_conf_path(), encoding='utf-8').read().count('model:'))"
     )

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import multiprocessing
 import pickle
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -24,16 +24,10 @@ ENDPOINT = "dbrx-instruct"
 MESSAGES = [{"role": "user", "content": "jason is 25"}]
 
 
-@pytest.fixture(scope="module")
-def emulator() -> Iterator[Emulator]:
-    with Emulator(token=TOKEN) as emu:
-        yield emu
-
-
 @pytest.fixture
-def emu(emulator: Emulator) -> Emulator:
-    emulator.reset()
-    return emulator
+def emu(dbstruct_emulator: Emulator) -> Emulator:
+    dbstruct_emulator.start_from(token=TOKEN)
+    return dbstruct_emulator
 
 
 def client(emu: Emulator, cache: Any, mode: Mode = Mode.TOOLS, **kw: Any) -> Any:

@@ -6,7 +6,7 @@ import asyncio
 import copy
 import re
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -23,15 +23,9 @@ TOKEN = "dapi-client-test-0123456789abcdef"
 GPT = "databricks-gpt-oss-20b"
 
 
-@pytest.fixture(scope="module")
-def emulator() -> Iterator[Emulator]:
-    with Emulator(token=TOKEN) as emu:
-        yield emu
-
-
 @pytest.fixture
-def emu(emulator: Emulator, monkeypatch: pytest.MonkeyPatch) -> Emulator:
-    emulator.reset()
+def emu(dbstruct_emulator: Emulator, monkeypatch: pytest.MonkeyPatch) -> Emulator:
+    dbstruct_emulator.start_from(token=TOKEN)
     for key in (
         "DATABRICKS_TOKEN",
         "DATABRICKS_HOST",
@@ -39,9 +33,9 @@ def emu(emulator: Emulator, monkeypatch: pytest.MonkeyPatch) -> Emulator:
         "DATABRICKS_WORKSPACE_URL",
     ):
         monkeypatch.delenv(key, raising=False)
-    for key, value in emulator.env().items():
+    for key, value in dbstruct_emulator.env().items():
         monkeypatch.setenv(key, value)
-    return emulator
+    return dbstruct_emulator
 
 
 def user(text: str) -> list[dict[str, Any]]:
@@ -94,8 +88,8 @@ def test_readme_client_examples_run_verbatim(emu: Emulator) -> None:
         )
 
 
-def test_readme_emulator_example_runs_verbatim() -> None:
-    readme = (ROOT / "README.md").read_text()
+def test_docs_emulator_example_runs_verbatim() -> None:
+    readme = (ROOT / "docs" / "EMULATOR.md").read_text()
     (block,) = [b for b in python_blocks(readme) if "with Emulator(" in b]
     namespace: dict[str, Any] = {}
     exec(block, namespace)

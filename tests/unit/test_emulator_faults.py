@@ -10,9 +10,9 @@ import httpx
 import openai
 import pytest
 
-from dbstruct.cli import _emulator_settings as emulator_settings
 from dbstruct.cli import build_parser, main
 from dbstruct.testing import FAULT_KINDS, Emulator, Fault
+from dbstruct.testing._command import settings_from as emulator_settings
 
 # One client for the whole module: a new httpx client per call costs an SSL context (~20 ms).
 HTTP = httpx.Client(timeout=10, trust_env=False)

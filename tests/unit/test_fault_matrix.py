@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -63,17 +62,11 @@ def test_every_fault_kind_is_in_the_matrix() -> None:
     assert not set(RETRYABLE) & set(TERMINAL)
 
 
-@pytest.fixture(scope="module")
-def emulator() -> Iterator[Emulator]:
-    # retry_after=0.05 is announced as "Retry-After: 1" (whole seconds, at least one)
-    with Emulator(retry_after=0.05, timeout_hold=HOLD) as emu:
-        yield emu
-
-
 @pytest.fixture
-def emu(emulator: Emulator) -> Emulator:
-    emulator.reset()
-    return emulator
+def emu(dbstruct_emulator: Emulator) -> Emulator:
+    # retry_after=0.05 is announced as "Retry-After: 1" (whole seconds, at least one)
+    dbstruct_emulator.start_from(retry_after=0.05, timeout_hold=HOLD)
+    return dbstruct_emulator
 
 
 # ---------------------------------------------------------------- the plan

@@ -17,8 +17,8 @@ from dbstruct.errors import ConfigurationError
 from dbstruct.jobs import ChunkStats, JobSummary, demo_conf_path, load_config, parse_config
 from dbstruct.jobs._credentials import configured_credentials
 from dbstruct.jobs._progress import Progress, format_duration
+from dbstruct.jobs._sample import sample_rows
 from dbstruct.jobs._secrets import inline_secret_errors, resolve_references
-from dbstruct.jobs._source import sample_rows
 from dbstruct.jobs.conf import CredentialsConfig
 
 ROOT = Path(__file__).resolve().parents[2]

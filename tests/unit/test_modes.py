@@ -11,13 +11,14 @@ import pytest
 from openai.types.chat import ChatCompletion
 from pydantic import BaseModel
 
+from dbstruct.answers import parse_completion, reask_messages
 from dbstruct.errors import (
     IncompleteOutputError,
     InvalidOutputError,
     OversizedOutputError,
     RefusalError,
 )
-from dbstruct.modes import Mode, ResponseTarget, build_request, parse_completion, reask_messages
+from dbstruct.modes import Mode, ResponseTarget, build_request
 from tests.corpus import Order, UserExtract
 
 MESSAGES = [

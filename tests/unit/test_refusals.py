@@ -7,14 +7,13 @@ to get a 401 (403 "Invalid access token." on Databricks) each.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from pydantic import BaseModel
 
 import dbstruct
-from dbstruct import client as client_module
+from dbstruct import _refusal_memory
 from dbstruct.auth import Credentials
 from dbstruct.errors import AuthenticationError, EndpointNotFoundError
 from dbstruct.testing import Emulator
@@ -27,18 +26,10 @@ class User(BaseModel):
     age: int
 
 
-@pytest.fixture(scope="module")
-def emulator() -> Iterator[Emulator]:
-    with Emulator(token=TOKEN, latency=0.05) as emu:
-        yield emu
-
-
 @pytest.fixture
-def emu(emulator: Emulator) -> Iterator[Emulator]:
-    emulator.reset()
-    emulator.configure(tokens=[TOKEN])
-    yield emulator
-    emulator.configure(tokens=[TOKEN])
+def emu(dbstruct_emulator: Emulator) -> Emulator:
+    dbstruct_emulator.start_from(token=TOKEN, latency=0.05)
+    return dbstruct_emulator
 
 
 def messages(i: int) -> list[dict[str, Any]]:
@@ -101,7 +92,7 @@ def test_a_refusal_is_forgotten_after_a_while(
     )
     assert client.extract(User, messages(1)).attempts == 1
     assert client.extract(User, messages(2)).attempts == 0
-    monkeypatch.setattr(client_module, "REFUSAL_MEMORY_S", 0.0)
+    monkeypatch.setattr(_refusal_memory, "REFUSAL_MEMORY_S", 0.0)
     emu.configure(tokens=[TOKEN, "dapi-not-yet-granted"])  # granted meanwhile
     assert client.extract(User, messages(3)).ok
     assert refused(emu) == 1

@@ -16,8 +16,9 @@ import pytest
 from pydantic import BaseModel
 
 from dbstruct import Outcome
-from dbstruct.errors import ConfigurationError, ServerError, Usage
+from dbstruct.errors import ConfigurationError, ServerError
 from dbstruct.spark._request_window import LoopThread, Request, stream
+from dbstruct.usage import Usage
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -206,7 +207,8 @@ def _spec(**kw: Any) -> Any:
     from dbstruct.auth import Credentials
     from dbstruct.modes import Mode
     from dbstruct.spark._prompt import build_prompt
-    from dbstruct.spark._udf import UdfSpec
+    from dbstruct.spark._udf_spec import UdfSpec
+    from dbstruct.worker_settings import WorkerSettings
 
     fields: dict[str, Any] = {
         "id": "spec-" + str(random.random()),
@@ -215,11 +217,9 @@ def _spec(**kw: Any) -> Any:
         "model": "databricks/test",
         "prompt": build_prompt("Extract: {text}"),
         "mode": Mode.TOOLS,
-        "concurrency": 4,
-        "max_retries": 0,
+        "settings": WorkerSettings(concurrency=4, max_retries=0),
         "include_status": False,
         "strict": False,
-        "buffer_rows": None,
         "credentials": Credentials.from_token(
             "http://127.0.0.1:1/serving-endpoints", "dapi" + "0" * 32
         ),

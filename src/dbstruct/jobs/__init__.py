@@ -15,9 +15,10 @@ each id is in the target once. Needs ``pip install 'dbstruct[spark]'``.
 
 from __future__ import annotations
 
+from dbstruct.jobs._conf_file import load_config, parse_config
 from dbstruct.jobs._main import build_parser, demo_conf_path, entry, main
 from dbstruct.jobs._progress import ChunkStats, JobSummary
-from dbstruct.jobs.conf import JobConfig, load_config, parse_config
+from dbstruct.jobs.conf import JobConfig
 from dbstruct.jobs.run import run_job
 
 __all__ = [

@@ -3,19 +3,17 @@
 from __future__ import annotations
 
 import contextlib
-import logging
 from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 from dbstruct.auth import Credentials, resolve_credentials, serving_base_url
+from dbstruct.jobs._demo import emulator_credentials
 from dbstruct.jobs._secrets import resolve_references
 
 if TYPE_CHECKING:
     from dbstruct.jobs.conf import CredentialsConfig, JobConfig
 
-__all__ = ["job_credentials"]
-
-logger = logging.getLogger("dbstruct.jobs")
+__all__ = ["configured_credentials", "job_credentials"]
 
 
 @contextlib.contextmanager
@@ -33,12 +31,8 @@ def job_credentials(
         yield credentials
         return
     if conf.emulator is not None:
-        from dbstruct.testing import Emulator
-
-        s = conf.emulator
-        with Emulator(latency=s.latency, faults=dict(s.faults), seed=s.seed, qps=s.qps) as emu:
-            logger.info("serving emulator (in this process) at %s", emu.host)
-            yield Credentials.from_token(emu.base_url, emu.token, source="dbstruct emulator")
+        with emulator_credentials(conf.emulator) as emulated:
+            yield emulated
         return
     yield configured_credentials(conf.credentials, dbutils=dbutils, environ=environ)
 

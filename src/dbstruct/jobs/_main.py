@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from importlib import resources
 from typing import TYPE_CHECKING, Any
 
-from dbstruct.errors import ConfigurationError
+from dbstruct.errors import ConfigurationError, JobStoppedError
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
@@ -111,8 +111,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def run_command(args: argparse.Namespace) -> int:
     """Run the job ``args`` (from :func:`add_run_arguments`) describe; the exit status."""
+    from dbstruct.jobs._conf_file import load_config
     from dbstruct.jobs._show import show_rows
-    from dbstruct.jobs.conf import load_config
     from dbstruct.jobs.run import run_job
 
     _setup_logging()
@@ -129,10 +129,9 @@ def run_command(args: argparse.Namespace) -> int:
         print(summary.to_text())
         if args.rows > 0:
             show_rows(spark, conf, summary, args.rows)
-    except ConfigurationError as e:
-        stopped = getattr(e, "summary", None)
-        if stopped is not None:  # a JobStoppedError: say what was committed before the stop
-            print(stopped.to_text())
+    except (ConfigurationError, JobStoppedError) as e:
+        if isinstance(e, JobStoppedError) and e.summary is not None:
+            print(e.summary.to_text())  # what was committed before the stop
         print(f"dbstruct run: {e}", file=sys.stderr)
         return 2
     finally:

@@ -41,7 +41,7 @@ _ANY_REF = re.compile(r"\{\{.*?\}\}")
 SECRET_KEYS = frozenset(
     {"token", "api_key", "apikey", "client_secret", "password", "secret", "access_token", "pat"}
 )
-# Shapes of credentials, as dbstruct.auth.redact knows them: PATs ("dapi" + hex), OAuth
+# Shapes of credentials, as dbstruct.redaction.redact knows them: PATs ("dapi" + hex), OAuth
 # client secrets ("dose" + alphanumerics) and JWTs (OAuth access tokens).
 _TOKEN_SHAPES = (
     re.compile(r"\bdapi[0-9a-fA-F]{16,}"),

@@ -31,6 +31,7 @@ from collections import defaultdict
 from typing import TYPE_CHECKING
 
 from dbstruct.errors import ConfigurationError
+from dbstruct.spark._table_format import delta_available, table_provider
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
@@ -42,9 +43,7 @@ __all__ = [
     "ORIGIN_PROPERTY",
     "Target",
     "batch_name",
-    "delta_available",
     "open_target",
-    "table_provider",
 ]
 
 logger = logging.getLogger("dbstruct.jobs")
@@ -400,27 +399,6 @@ def _local_paths(path: str) -> tuple[str, str]:
 
 
 # ---------------------------------------------------------------- choosing
-
-
-def delta_available(spark: SparkSession) -> bool:
-    """Delta on Databricks, or a local session configured with delta-spark's extension."""
-    if os.environ.get("DATABRICKS_RUNTIME_VERSION"):
-        return True
-    try:
-        extensions = spark.conf.get("spark.sql.extensions", "") or ""
-    except Exception:  # a conf a serverless session refuses to show
-        extensions = ""
-    return "DeltaSparkSessionExtension" in extensions
-
-
-def table_provider(spark: SparkSession, table: str) -> str | None:
-    """A table's format (``delta``, ``parquet``, ...), or None when there is no such table."""
-    if not spark.catalog.tableExists(table):
-        return None
-    for row in spark.sql(f"DESCRIBE TABLE EXTENDED {table}").collect():
-        if str(row[0]).strip() == "Provider":
-            return str(row[1]).strip().lower()
-    return None
 
 
 def open_target(spark: SparkSession, conf: TargetConfig, id_column: str) -> Target:

@@ -1,14 +1,11 @@
-"""Job files: YAML, validated into a :class:`JobConfig` (``version: 1``).
+"""What a job file holds: the sections of a :class:`JobConfig` (``version: 1``) and their rules.
 
-    conf = load_config("conf/tickets.yml", overrides=["target.mode=overwrite"])
+    conf = JobConfig.model_validate(data)  # or dbstruct.jobs.load_config("conf/tickets.yml")
 
-A bad file raises :class:`~dbstruct.errors.ConfigurationError` with one line per problem,
-naming the file, the key and what was expected::
-
-    conf/x.yml: source.table: expected catalog.schema.table, got 'foo'
-
-A key that does not exist is named with the closest valid one (``concurency: unknown key;
-did you mean 'concurrency'?``), in the file and in ``--set``. ``target.path`` and
+Reading the YAML, ``--set`` overrides and the one-line-per-problem errors are
+:mod:`dbstruct.jobs._conf_file`'s; importing ``response_model`` is
+:mod:`dbstruct.jobs._model_ref`'s. ``concurrency`` and ``max_retries`` have the defaults and
+bounds of :class:`dbstruct.worker_settings.WorkerSettings`. ``target.path`` and
 ``target.table`` may hold ``{origin}`` (``emulator`` when the job file's emulator answers,
 else the endpoint name) and ``{endpoint}`` (the endpoint name), so answers from different
 places go to different targets. See ``conf/demo.yml`` and ``conf/tickets.yml`` for every
@@ -20,30 +17,22 @@ token written inline is refused.
 
 from __future__ import annotations
 
-import difflib
-import functools
-import importlib
-import os
-import pkgutil
 import re
-import typing
-from collections.abc import Iterable, Mapping, Sequence
-from pathlib import Path
 from typing import Any, Literal
 
-import yaml
-from pydantic import (
-    BaseModel,
-    ConfigDict,
-    Field,
-    ValidationError,
-    field_validator,
-    model_validator,
-)
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from dbstruct.errors import ConfigurationError
-from dbstruct.jobs._secrets import check_reference_syntax, inline_secret_errors, is_reference
+from dbstruct.jobs._did_you_mean import did_you_mean
+from dbstruct.jobs._model_ref import import_model
+from dbstruct.jobs._secrets import check_reference_syntax, is_reference
 from dbstruct.modes import Mode
+from dbstruct.worker_settings import (
+    CONCURRENCY_RANGE,
+    DEFAULT_CONCURRENCY,
+    DEFAULT_MAX_RETRIES,
+    MAX_RETRIES_RANGE,
+)
 
 __all__ = [
     "CacheConfig",
@@ -52,15 +41,12 @@ __all__ = [
     "JobConfig",
     "SourceConfig",
     "TargetConfig",
-    "apply_overrides",
-    "load_config",
-    "parse_config",
+    "fill_target_placeholders",
 ]
 
 # An unquoted Unity Catalog name part, or a backquoted one.
 _PART = r"(?:[A-Za-z0-9_]+|`[^`]+`)"
 _TABLE = re.compile(rf"{_PART}\.{_PART}\.{_PART}")
-_MODEL_REF = re.compile(r"[A-Za-z_][\w.]*:[A-Za-z_]\w*")
 _COLUMN = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 # Status columns every target row carries, beside the id (see dbstruct.spark._result_column).
 STATUS_COLUMNS = ("error", "attempts", "prompt_tokens", "completion_tokens", "latency_ms")
@@ -244,8 +230,12 @@ class JobConfig(_Section):
     model: str
     prompt: str | list[dict[str, str]] | None = None
     mode: str = "TOOLS"
-    concurrency: int = Field(default=16, ge=1, le=512)
-    max_retries: int = Field(default=3, ge=0, le=20)
+    concurrency: int = Field(
+        default=DEFAULT_CONCURRENCY, ge=CONCURRENCY_RANGE[0], le=CONCURRENCY_RANGE[1]
+    )
+    max_retries: int = Field(
+        default=DEFAULT_MAX_RETRIES, ge=MAX_RETRIES_RANGE[0], le=MAX_RETRIES_RANGE[1]
+    )
     options: dict[str, Any] = Field(default_factory=dict)
     partitions: int = Field(default=4, ge=1, le=10_000)
     chunk_rows: int = Field(default=5000, ge=1)
@@ -271,7 +261,7 @@ class JobConfig(_Section):
     @field_validator("response_model")
     @classmethod
     def _importable(cls, value: str) -> str:
-        _import_model(value)
+        import_model(value)
         return value
 
     @field_validator("model")
@@ -316,65 +306,11 @@ class JobConfig(_Section):
 
     @property
     def response_model_class(self) -> type[BaseModel]:
-        return _import_model(self.response_model)
+        return import_model(self.response_model)
 
     @property
     def mode_enum(self) -> Mode:
         return Mode[self.mode]
-
-
-@functools.lru_cache(maxsize=64)
-def _import_model(ref: str) -> type[BaseModel]:
-    if not _MODEL_REF.fullmatch(ref):
-        raise ValueError(f"expected package.module:ClassName, got {ref!r}")
-    module_name, _, class_name = ref.partition(":")
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as e:
-        missing = getattr(e, "name", None)
-        if missing == module_name:
-            raise ValueError(
-                f"cannot import {module_name!r}: there is no module of that name"
-                + _did_you_mean(
-                    module_name.rpartition(".")[2],
-                    _sibling_modules(module_name),
-                    prefix=module_name.rpartition(".")[0] + ".",
-                )
-            ) from None
-        raise ValueError(f"cannot import {module_name!r} ({type(e).__name__}: {e})") from None
-    found = getattr(module, class_name, None)
-    if found is None:
-        models = [
-            name
-            for name, value in vars(module).items()
-            if isinstance(value, type) and issubclass(value, BaseModel) and value is not BaseModel
-        ]
-        raise ValueError(
-            f"module {module_name!r} has no class {class_name!r}"
-            f"{_did_you_mean(class_name, models, prefix=module_name + ':')}"
-        )
-    if not (isinstance(found, type) and issubclass(found, BaseModel)):
-        raise ValueError(f"{ref!r} is not a pydantic BaseModel class")
-    return found
-
-
-def _sibling_modules(module_name: str) -> list[str]:
-    """The modules beside ``module_name`` in its package (top-level ones: none listed)."""
-    parent = module_name.rpartition(".")[0]
-    if not parent:
-        return []
-    try:
-        package = importlib.import_module(parent)
-    except ImportError:
-        return []
-    paths = getattr(package, "__path__", None)
-    return [m.name for m in pkgutil.iter_modules(paths)] if paths else []
-
-
-def _did_you_mean(name: str, choices: Sequence[str], *, prefix: str = "", suffix: str = "") -> str:
-    """``"; did you mean 'x'?"``, or ``""`` when no choice is close."""
-    close = difflib.get_close_matches(name, list(choices), n=1, cutoff=0.6)
-    return f"; did you mean '{prefix}{close[0]}{suffix}'?" if close else ""
 
 
 def _check_prompt(prompt: str | list[dict[str, str]], columns: list[str]) -> None:
@@ -445,7 +381,7 @@ def fill_target_placeholders(data: Any) -> Any:
             if name not in values:
                 raise ValueError(
                     f"target.{key}: unknown placeholder {{{name}}}"
-                    f"{_did_you_mean(name, PLACEHOLDERS, prefix='{', suffix='}')}"
+                    f"{did_you_mean(name, PLACEHOLDERS, prefix='{', suffix='}')}"
                     f" (placeholders: {', '.join('{' + p + '}' for p in PLACEHOLDERS)})"
                 )
             value = values[name]
@@ -453,137 +389,3 @@ def fill_target_placeholders(data: Any) -> Any:
 
         filled[key] = _PLACEHOLDER.sub(fill, target[key])
     return {**data, "target": filled}
-
-
-# ---------------------------------------------------------------- key names
-
-
-def _section_class(annotation: Any) -> type[BaseModel] | None:
-    """The section model a field holds (``SourceConfig``, ``CacheConfig | None``...)."""
-    for candidate in (annotation, *typing.get_args(annotation)):
-        if isinstance(candidate, type) and issubclass(candidate, BaseModel):
-            return candidate
-    return None
-
-
-def unknown_key(parts: Sequence[str]) -> str | None:
-    """Why the dotted key ``parts`` names no key of a job file, with the closest valid
-    key; None when it does (keys under free-form mappings such as ``options`` all do)."""
-    model: type[BaseModel] | None = JobConfig
-    for depth, part in enumerate(parts):
-        if model is None:
-            return None  # inside a mapping (options...) or a value: anything goes
-        fields = list(model.model_fields)
-        if part not in fields:
-            where = ".".join(parts[: depth + 1])
-            parent = ".".join(parts[:depth]) + "." if depth else ""
-            hint = _did_you_mean(part, fields, prefix=parent)
-            if not hint:
-                hint = f" (the keys{' of ' + parent[:-1] if parent else ''}: {', '.join(fields)})"
-            return f"{where}: unknown key{hint}"
-        model = _section_class(model.model_fields[part].annotation)
-    return None
-
-
-# ---------------------------------------------------------------- loading
-
-
-def load_config(
-    path: str | os.PathLike[str], overrides: Iterable[str] | Mapping[str, Any] = ()
-) -> JobConfig:
-    """Read, override (``"key.path=value"``, values parsed as YAML) and validate a job file.
-
-    >>> conf = load_config("conf/demo.yml", ["target.path=/tmp/out", "emulator=false"])
-    """
-    origin = str(path)
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except OSError as e:
-        raise ConfigurationError(f"{origin}: cannot read the job file ({e.strerror})") from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as e:
-        raise ConfigurationError(f"{origin}: not valid YAML: {e}") from None
-    return parse_config(apply_overrides(data, overrides, origin), origin=origin)
-
-
-def apply_overrides(
-    data: Any, overrides: Iterable[str] | Mapping[str, Any], origin: str = "<conf>"
-) -> Any:
-    """A copy of ``data`` with dotted keys set: ``["target.mode=overwrite"]`` or a mapping."""
-    if not overrides:
-        return data
-    if not isinstance(data, dict):
-        return data  # parse_config reports the shape
-    out: dict[str, Any] = _deep_copy(data)
-    items = overrides.items() if isinstance(overrides, Mapping) else map(_split, overrides)
-    for key, value in items:
-        problem = unknown_key(key.split("."))
-        if problem is not None:
-            raise ConfigurationError(f"--set {key}: {problem.partition(': ')[2]}")
-        node = out
-        *parents, last = key.split(".")
-        for part in parents:
-            child = node.get(part)
-            if not isinstance(child, dict):
-                child = node[part] = {} if child is None else _not_a_section(origin, key, part)
-            node = child
-        node[last] = value
-    return out
-
-
-def _split(item: str) -> tuple[str, Any]:
-    key, sep, raw = item.partition("=")
-    if not sep or not key.strip():
-        raise ConfigurationError(f"--set {item!r}: expected key.path=value")
-    try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
-    except yaml.YAMLError:
-        value = raw
-    return key.strip(), value
-
-
-def _not_a_section(origin: str, key: str, part: str) -> dict[str, Any]:
-    raise ConfigurationError(f"{origin}: --set {key}: {part} is not a section")
-
-
-def _deep_copy(data: Any) -> Any:
-    if isinstance(data, dict):
-        return {k: _deep_copy(v) for k, v in data.items()}
-    if isinstance(data, list):
-        return [_deep_copy(v) for v in data]
-    return data
-
-
-def parse_config(data: Any, *, origin: str = "<conf>") -> JobConfig:
-    """Validate parsed YAML; every problem in one ConfigurationError, a line each."""
-    if not isinstance(data, dict):
-        raise ConfigurationError(f"{origin}: expected a mapping of keys, got {type(data).__name__}")
-    problems = inline_secret_errors(data)
-    if problems:
-        raise ConfigurationError("\n".join(f"{origin}: {p}" for p in problems))
-    if data.get("version") != 1:
-        got = data.get("version", "nothing")
-        raise ConfigurationError(f"{origin}: version: expected 1, got {got!r}")
-    try:
-        return JobConfig.model_validate(data)
-    except ValidationError as e:
-        lines = [f"{origin}: {_describe(err)}" for err in e.errors(include_url=False)]
-        raise ConfigurationError("\n".join(dict.fromkeys(lines))) from None
-
-
-def _describe(err: Any) -> str:
-    """One pydantic error as ``key.path: what was expected, got what``."""
-    loc = [str(p) for p in err["loc"] if not str(p).startswith(("function-", "literal["))]
-    where = ".".join(loc)
-    kind, message = err["type"], str(err["msg"])
-    if not where:  # a check across sections; its message starts with the key it is about
-        return message.removeprefix("Value error, ")
-    if kind == "missing":
-        return f"{where}: required, missing"
-    if kind == "extra_forbidden":
-        return unknown_key(loc) or f"{where}: unknown key"
-    if kind in ("value_error", "assertion_error"):
-        return f"{where}: {message.removeprefix('Value error, ')}"
-    got = err.get("input")
-    return f"{where}: {message[0].lower() + message[1:]}, got {got!r:.80}"

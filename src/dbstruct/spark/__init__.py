@@ -2,7 +2,7 @@
 
     from dbstruct.spark import spark_schema, structured_udf
 
-    extract_user = structured_udf(UserExtract, "databricks/dbrx-instruct",
+    extract_user = structured_udf(UserExtract, "databricks/databricks-meta-llama-3-3-70b-instruct",
                                   prompt="Extract the user from this text: {text}")
     df.withColumn("user", extract_user("text")).select("id", "user.*")
     spark.udf.register("extract_user", extract_user)

@@ -32,6 +32,8 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Any, Generic, TypeVar
 
+from dbstruct.worker_settings import concurrency_problem, read_ahead_rows
+
 __all__ = ["LoopThread", "Request", "stream"]
 
 R = TypeVar("R")
@@ -105,10 +107,11 @@ def stream(
 
     >>> for results in stream(batches, fetch, loop=LoopThread(), concurrency=16): ...
     """
-    if concurrency < 1:
-        raise ValueError(f"concurrency must be >= 1, got {concurrency}")
+    problem = concurrency_problem(concurrency)  # the UDF's rule; a plain ValueError here
+    if problem is not None:
+        raise ValueError(problem)
     window = _Window(loop, call, concurrency, share)
-    return window.run(batches, buffer_rows if buffer_rows is not None else 16 * concurrency)
+    return window.run(batches, read_ahead_rows(concurrency, buffer_rows))
 
 
 class _Window(Generic[R]):

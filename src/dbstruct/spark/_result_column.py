@@ -17,9 +17,11 @@ an identical row's request have 0 tokens, so ``sum(prompt_tokens)`` is what was 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
-from dbstruct.auth import redact
+from dbstruct.errors import DbstructError
+from dbstruct.redaction import redact
 from dbstruct.spark._convert import to_frame, to_row
 
 if TYPE_CHECKING:
@@ -27,11 +29,37 @@ if TYPE_CHECKING:
     from pydantic import BaseModel
     from pyspark.sql.types import StructType
 
-    from dbstruct.spark._worker import RowResult
-
-__all__ = ["STATUS_FIELDS", "describe_error", "frame", "return_type"]
+__all__ = ["STATUS_FIELDS", "RowResult", "describe_error", "frame", "return_type"]
 
 STATUS_FIELDS = ("value", "error", "attempts", "prompt_tokens", "completion_tokens", "latency_ms")
+
+
+@dataclass(frozen=True)
+class RowResult:
+    """What the UDF keeps of an Outcome (not the raw completion, which can be large)."""
+
+    value: Any
+    error: DbstructError | None
+    attempts: int
+    prompt_tokens: int
+    completion_tokens: int
+    latency_s: float
+
+    @classmethod
+    def of(cls, outcome: Any) -> RowResult:
+        usage = outcome.usage
+        return cls(
+            outcome.value,
+            outcome.error,
+            int(outcome.attempts),
+            int(usage.prompt_tokens),
+            int(usage.completion_tokens),
+            float(outcome.latency_s),
+        )
+
+    def shared(self) -> RowResult:
+        """The result of a row that rode on an identical row's request: its tokens count once."""
+        return replace(self, prompt_tokens=0, completion_tokens=0)
 
 
 def return_type(value_type: StructType, include_status: bool) -> StructType:

@@ -33,8 +33,10 @@ from pydantic import BaseModel
 from dbstruct.cache import request_key
 from dbstruct.errors import ConfigurationError
 from dbstruct.modes import Mode
+from dbstruct.providers import parse_model, provider_parameters
 from dbstruct.spark import _result_column
 from dbstruct.spark._prompt import Prompt, as_messages
+from dbstruct.spark._table_format import delta_available, table_provider
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -74,23 +76,12 @@ class KeySpec:
 
 
 def key_spec(udf: StructuredUDF) -> KeySpec:
-    """The key recipe of ``udf``'s requests, from a client built (and closed) on the driver,
-    so the per-request defaults are exactly the ones its executors' clients send."""
-    import dbstruct
-
+    """The key recipe of ``udf``'s requests: its endpoint, and the request fields its
+    executors' clients send with every request (``from_provider``'s own options aside)."""
     spec = udf.spec
-    probe = dbstruct.from_provider(
-        spec.model,
-        mode=spec.mode,
-        max_retries=spec.max_retries,
-        credentials=spec.credentials,
-        **dict(spec.client_options),
-    )
-    try:
-        defaults = tuple(sorted(probe.defaults.items()))
-        endpoint = str(probe.endpoint)
-    finally:
-        probe.close()
+    options = set(provider_parameters())
+    defaults = tuple((k, v) for k, v in spec.client_options if k not in options)
+    endpoint = parse_model(spec.model)
     return KeySpec(spec.name, spec.response_model, spec.prompt, spec.mode, endpoint, defaults)
 
 
@@ -349,8 +340,6 @@ def _hit_status(status_type: Any) -> Column:
 
 
 def _choose_format(spark: SparkSession, table: str | None, path: str | None, fmt: str) -> str:
-    from dbstruct.jobs._targets import delta_available, table_provider
-
     found = table_provider(spark, table) if table is not None else _path_format(path)
     if found is not None and fmt not in ("auto", found):
         raise ConfigurationError(f"TableCache: {table or path} is a {found} table, not {fmt}")

@@ -1,9 +1,11 @@
 """``structured_udf``: a Spark column function that extracts a Pydantic model from text.
 
-Everything that can be wrong is checked on the driver, when the UDF is built: the endpoint
-name and mode, the response model (JSON schema for the endpoint, Spark schema for the
-column), the prompt template and the credentials. The executors get a :class:`UdfSpec`
-pickled into the UDF's closure and run :func:`dbstruct.spark._worker.run_partition`.
+Everything that can be wrong is checked on the driver, when the UDF is built, without
+building a client: the endpoint name and mode, the worker settings
+(:class:`dbstruct.worker_settings.WorkerSettings`), the client options, the response model
+(JSON schema for the endpoint, Spark schema for the column), the prompt template and the
+credentials. The executors get a :class:`dbstruct.spark._udf_spec.UdfSpec` pickled into the
+UDF's closure and run :func:`dbstruct.spark._worker.run_partition`.
 """
 
 from __future__ import annotations
@@ -11,63 +13,40 @@ from __future__ import annotations
 import inspect
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import fields, replace
 from typing import TYPE_CHECKING, Any, Tuple  # noqa: UP035  (pyspark reads typing.Tuple hints)
 
 from pydantic import BaseModel
 
-import dbstruct
 from dbstruct._params import check_keywords
 from dbstruct.auth import Credentials, resolve_credentials
+from dbstruct.cache import open_cache
 from dbstruct.errors import ConfigurationError
 from dbstruct.json_schema import compile_schema
 from dbstruct.modes import Mode
-from dbstruct.providers import provider_parameters
+from dbstruct.providers import (
+    check_answer_limits,
+    parse_mode,
+    parse_model,
+    provider_parameters,
+)
 from dbstruct.spark import _result_column
-from dbstruct.spark._prompt import Prompt, PromptSpec, TemplatePrompt, build_prompt
+from dbstruct.spark._prompt import PromptSpec, TemplatePrompt, build_prompt
+from dbstruct.spark._udf_spec import UdfSpec
 from dbstruct.spark.struct_types import spark_schema
+from dbstruct.worker_settings import DEFAULT_CONCURRENCY, DEFAULT_MAX_RETRIES, WorkerSettings
 
 if TYPE_CHECKING:
     import pandas as pd
     from pyspark.sql import Column
     from pyspark.sql.types import StructType
 
-__all__ = ["StructuredUDF", "UdfSpec", "structured_udf"]
+__all__ = ["StructuredUDF", "structured_udf"]
 
 # PythonEvalType.SQL_SCALAR_PANDAS_ITER_UDF; spark.udf.register reads it from the UDF object.
 _SCALAR_PANDAS_ITER = 204
-
-
-@dataclass(frozen=True)
-class UdfSpec:
-    """What an executor needs to run the UDF; pickled with it, so it holds no live objects."""
-
-    id: str
-    name: str
-    response_model: type[BaseModel]
-    model: str
-    prompt: Prompt
-    mode: Mode
-    concurrency: int
-    max_retries: int
-    include_status: bool
-    strict: bool
-    buffer_rows: int | None
-    credentials: Credentials = field(repr=False)
-    client_options: tuple[tuple[str, Any], ...] = field(default=(), repr=False)
-    limits: Limits = field(default_factory=lambda: Limits())
-
-
-@dataclass(frozen=True)
-class Limits:
-    """How each worker paces its requests (see :mod:`dbstruct._rate_control`)."""
-
-    #: adapt the in-flight limit and the rate to the endpoint's 429/503 answers
-    adaptive: bool = False
-    #: this worker's share of the job's ``max_qps`` / ``max_tokens_per_minute``
-    qps_per_worker: float | None = None
-    tpm_per_worker: float | None = None
-    workers: int | None = None
+#: options of from_provider that are worker settings (given to structured_udf as **defaults)
+_SETTING_OPTIONS = frozenset(f.name for f in fields(WorkerSettings)) & set(provider_parameters())
 
 
 def structured_udf(
@@ -76,8 +55,8 @@ def structured_udf(
     prompt: PromptSpec = "{text}",
     *,
     mode: Mode | str = Mode.TOOLS,
-    concurrency: int = 16,
-    max_retries: int = 3,
+    concurrency: int = DEFAULT_CONCURRENCY,
+    max_retries: int = DEFAULT_MAX_RETRIES,
     include_status: bool = False,
     strict: bool = False,
     name: str | None = None,
@@ -93,22 +72,25 @@ def structured_udf(
 ) -> StructuredUDF:
     """A UDF returning ``spark_schema(response_model)`` for each row of text.
 
-    >>> extract_user = structured_udf(UserExtract, "databricks/dbrx-instruct",
-    ...                               prompt="Extract the user from this text: {text}")
+    >>> extract_user = structured_udf(
+    ...     UserExtract,
+    ...     "databricks/databricks-meta-llama-3-3-70b-instruct",
+    ...     prompt="Extract the user from this text: {text}",
+    ... )
     >>> df.withColumn("user", extract_user("text")).select("id", "user.*")
     >>> spark.udf.register("extract_user", extract_user)  # SELECT extract_user(text).name
 
     ``prompt`` is a template (placeholders filled by the input columns in order of first
     appearance), a list of messages, or a function of the row's values; see
-    :mod:`dbstruct.spark._prompt`. ``concurrency`` requests run at once per Python worker
-    (one per task slot), across Arrow batch boundaries; ``buffer_rows`` (default
+    :mod:`dbstruct.spark._prompt`. ``concurrency`` requests (1 to 512) run at once per Python
+    worker (one per task slot), across Arrow batch boundaries; ``buffer_rows`` (default
     16 x concurrency, and at least two Arrow batches) bounds the rows read ahead. Null, empty
     or blank input gives null fields and sends nothing; identical prompts in flight at the
     same time are sent once.
 
-    A row that still fails after ``max_retries`` has null fields (Spark cannot return a null
-    struct from a pandas UDF: ``user IS NULL`` is false, ``user.name IS NULL`` is true); the
-    failure is logged on the executor. ``include_status=True`` returns
+    A row that still fails after ``max_retries`` (0 to 20) has null fields (Spark cannot
+    return a null struct from a pandas UDF: ``user IS NULL`` is false, ``user.name IS NULL``
+    is true); the failure is logged on the executor. ``include_status=True`` returns
     ``struct<value, error, attempts, prompt_tokens, completion_tokens, latency_ms>`` with
     ``value`` null on failure; ``strict=True`` fails the task on the first failed row instead.
 
@@ -128,44 +110,55 @@ def structured_udf(
     (``sparkContext.defaultParallelism``); on Spark Connect without that conf, pass it. Fewer
     tasks at once than ``workers`` keep the job under its cap; more (autoscaling) exceed it.
 
-    Other keyword arguments (``temperature``, ``max_tokens``, ``timeout``, ...) go to
+    These settings, and ``timeout``, ``total_timeout`` and ``max_connections`` (default:
+    ``concurrency``), are a :class:`dbstruct.worker_settings.WorkerSettings`, checked here.
+    Other keyword arguments (``temperature``, ``max_tokens``, ``cache``, ...) go to
     :func:`dbstruct.from_provider`: its own options, or chat request fields; a misspelt one
     (``concurency=16``) is a ``ConfigurationError`` here, before any Spark job. Credentials
     are resolved here, on the driver, and shipped to the executors with the UDF (never shown
     in plans, reprs or logs).
     """
     _check_defaults(defaults)
-    if not isinstance(concurrency, int) or concurrency < 1:
-        raise ConfigurationError(f"concurrency must be a positive int, got {concurrency!r}")
-    if buffer_rows is not None and buffer_rows < 1:
-        raise ConfigurationError(f"buffer_rows must be >= 1, got {buffer_rows!r}")
-    limits = _limits(adaptive, max_qps, max_tokens_per_minute, workers)
+    settings = WorkerSettings(
+        concurrency=concurrency,
+        max_retries=max_retries,
+        buffer_rows=buffer_rows,
+        adaptive=adaptive,
+        max_qps=max_qps,
+        max_tokens_per_minute=max_tokens_per_minute,
+        workers=workers,
+        **{k: v for k, v in defaults.items() if k in _SETTING_OPTIONS},
+    )
+    settings = _with_workers(settings)
     parsed_prompt = build_prompt(prompt)
     value_type = spark_schema(response_model)  # SchemaMappingError, on the driver
     creds = credentials or resolve_credentials(base_url=base_url, api_key=api_key)
-    # Builds (and drops) a client: checks the endpoint name, mode, retries and options here.
-    probe = dbstruct.from_provider(
-        model, mode=mode, max_retries=max_retries, credentials=creds, **defaults
-    )
-    probe.close()
-    compile_schema(response_model, strict=probe.mode is Mode.TOOLS_STRICT)
+    parse_model(model)
+    chosen = parse_mode(mode)
+    # the rest of **defaults: from_provider's other options, and chat request fields
+    client_options = {k: v for k, v in defaults.items() if k not in _SETTING_OPTIONS}
+    _check_client_options(client_options)
+    compile_schema(response_model, strict=chosen is Mode.TOOLS_STRICT)
     spec = UdfSpec(
         id=uuid.uuid4().hex,
         name=name or f"extract_{response_model.__name__.lower()}",
         response_model=response_model,
         model=model,
         prompt=parsed_prompt,
-        mode=probe.mode,
-        concurrency=concurrency,
-        max_retries=max_retries,
+        mode=chosen,
         include_status=include_status,
         strict=strict,
-        buffer_rows=buffer_rows,
         credentials=creds,
-        client_options=tuple(sorted(defaults.items())),
-        limits=limits,
+        settings=settings,
+        client_options=tuple(sorted(client_options.items())),
     )
     return StructuredUDF(spec, _result_column.return_type(value_type, include_status))
+
+
+def _check_client_options(options: dict[str, Any]) -> None:
+    """What :func:`dbstruct.from_provider` would refuse in the other options it takes."""
+    check_answer_limits(options.get("max_context_tokens"), options.get("max_answer_bytes"))
+    open_cache(options.get("cache"))  # a path that cannot be used fails here, as on executors
 
 
 def _check_defaults(defaults: dict[str, Any]) -> None:
@@ -249,28 +242,17 @@ class StructuredUDF:
         s = self.spec
         return (
             f"StructuredUDF(name={s.name!r}, response_model={s.response_model.__name__}, "
-            f"model={s.model!r}, mode={s.mode}, concurrency={s.concurrency}, "
+            f"model={s.model!r}, mode={s.mode}, concurrency={s.settings.concurrency}, "
             f"include_status={s.include_status}, strict={s.strict})"
         )
 
 
-def _limits(
-    adaptive: bool, max_qps: float | None, max_tpm: float | None, workers: int | None
-) -> Limits:
-    for name, cap in (("max_qps", max_qps), ("max_tokens_per_minute", max_tpm)):
-        if cap is not None and not cap > 0:
-            raise ConfigurationError(f"{name} must be > 0 or None, got {cap!r}")
-    if workers is not None and (not isinstance(workers, int) or workers < 1):
-        raise ConfigurationError(f"workers must be a positive int, got {workers!r}")
-    if max_qps is None and max_tpm is None:
-        return Limits(adaptive=adaptive, workers=workers)
-    n = workers or _session_workers()
-    return Limits(
-        adaptive=adaptive,
-        qps_per_worker=None if max_qps is None else max_qps / n,
-        tpm_per_worker=None if max_tpm is None else max_tpm / n,
-        workers=n,
-    )
+def _with_workers(settings: WorkerSettings) -> WorkerSettings:
+    """``settings``, with ``workers`` from the active session when a cap must be split and
+    no ``workers`` was given."""
+    if not settings.capped or settings.workers is not None:
+        return settings
+    return replace(settings, workers=_session_workers())
 
 
 def _session_workers() -> int:

@@ -16,54 +16,23 @@ import os
 import threading
 from collections import OrderedDict
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import pandas as pd
 
-from dbstruct._rate_control import AdaptiveLimiter
-from dbstruct.errors import ConfigurationError, DbstructError
+from dbstruct._rate_control import worker_limiter
+from dbstruct.errors import ConfigurationError
 from dbstruct.spark._prompt import Rendered, as_messages
 from dbstruct.spark._request_window import LoopThread, Request, stream
-from dbstruct.spark._result_column import describe_error, frame
+from dbstruct.spark._result_column import RowResult, describe_error, frame
+from dbstruct.spark._udf_spec import UdfSpec
 
-if TYPE_CHECKING:
-    from dbstruct.spark._udf import UdfSpec
-
-__all__ = ["RowResult", "run_partition"]
+__all__ = ["run_partition"]
 
 logger = logging.getLogger("dbstruct.spark")
 
 _MAX_CLIENTS = 8  # UDFs whose clients a worker keeps; older ones are closed
 _LOGGED_FAILURES = 5  # per task, beyond which failures are only counted
-
-
-@dataclass(frozen=True)
-class RowResult:
-    """What the UDF keeps of an Outcome (not the raw completion, which can be large)."""
-
-    value: Any
-    error: DbstructError | None
-    attempts: int
-    prompt_tokens: int
-    completion_tokens: int
-    latency_s: float
-
-    @classmethod
-    def of(cls, outcome: Any) -> RowResult:
-        usage = outcome.usage
-        return cls(
-            outcome.value,
-            outcome.error,
-            int(outcome.attempts),
-            int(usage.prompt_tokens),
-            int(usage.completion_tokens),
-            float(outcome.latency_s),
-        )
-
-    def shared(self) -> RowResult:
-        """The result of a row that rode on an identical row's request: its tokens count once."""
-        return replace(self, prompt_tokens=0, completion_tokens=0)
 
 
 class _Runtime:
@@ -100,35 +69,26 @@ def _runtime() -> _Runtime:
 
 
 async def _open_client(spec: UdfSpec) -> Any:
+    """The worker's client for ``spec``, built from its settings: retries, timeouts, a pool
+    of ``pool_size`` connections, and the limiter (one per client, so it sees every attempt
+    the worker makes for this UDF across batches and tasks)."""
     import dbstruct  # the client modules need neither pyspark nor pandas
 
     # built inside the loop so its connection pool belongs to this loop
-    # in-flight requests never exceed concurrency, so neither need connections
-    options = {"max_connections": spec.concurrency, **dict(spec.client_options)}
+    settings = spec.settings
     client = dbstruct.from_provider(
         spec.model,
         async_client=True,
         mode=spec.mode,
-        max_retries=spec.max_retries,
         credentials=spec.credentials,
-        **options,
+        max_retries=settings.max_retries,
+        timeout=settings.timeout,
+        total_timeout=settings.total_timeout,
+        max_connections=settings.pool_size,
+        **dict(spec.client_options),
     )
-    client.limiter = _limiter_for(spec)
+    client.limiter = worker_limiter(settings)
     return client
-
-
-def _limiter_for(spec: UdfSpec) -> AdaptiveLimiter | None:
-    """This worker's controller: one per client, so it sees every attempt the worker makes
-    for this UDF across batches and tasks. None when nothing would be limited."""
-    limits = spec.limits
-    if not limits.adaptive and limits.qps_per_worker is None and limits.tpm_per_worker is None:
-        return None
-    return AdaptiveLimiter(
-        spec.concurrency,
-        adaptive=limits.adaptive,
-        max_qps=limits.qps_per_worker,
-        max_tokens_per_minute=limits.tpm_per_worker,
-    )
 
 
 def run_partition(spec: UdfSpec, batches: Iterator[Any]) -> Iterator[pd.DataFrame]:
@@ -149,8 +109,8 @@ def run_partition(spec: UdfSpec, batches: Iterator[Any]) -> Iterator[pd.DataFram
         requests,
         call,
         loop=runtime.loop,
-        concurrency=spec.concurrency,
-        buffer_rows=spec.buffer_rows,
+        concurrency=spec.settings.concurrency,
+        buffer_rows=spec.settings.read_ahead_rows,
         share=RowResult.shared,
     )
     try:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 
-from dbstruct.cli import main
+from dbstruct.testing._command import main
 
 if __name__ == "__main__":
-    sys.exit(main(["emulator", *sys.argv[1:]]))
+    sys.exit(main())

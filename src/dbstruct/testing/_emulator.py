@@ -109,18 +109,15 @@ class Emulator:
         port: int = 0,
         **settings: Any,
     ) -> None:
-        extra = settings.pop("tokens", [])
-        extra = [extra] if isinstance(extra, str) else list(extra)
-        tokens = [token, *[t for t in extra if t != token]]
         self._config = EmulatorConfig()
         self._config.update(
             {
-                "tokens": tokens,
+                **_with_token(token, settings),
                 "endpoints": list(endpoints) if endpoints is not None else None,
                 "latency": latency,
-                **settings,
             }
         )
+        self._constructed = self._config.copy()
         self._bind = (host, port)
         self._url: str | None = None
         self._control: httpx.Client | None = None
@@ -325,6 +322,20 @@ class Emulator:
         rate buckets, and restore the settings the emulator started with."""
         self._call("POST", "/_emulator/reset")
 
+    def start_from(self, token: str | None = None, **settings: Any) -> None:
+        """:meth:`reset`, then serve as if constructed with ``settings`` too, from now on.
+
+        What later resets restore, and what :attr:`token` and :meth:`env` give: one running
+        emulator can stand in for ``Emulator(token=..., retry_after=0.05)``, say, then for
+        another (``start_from()``: the settings it was constructed with).
+        """
+        initial = self._constructed.copy()
+        if token is not None or "tokens" in settings:
+            settings = _with_token(token or self._constructed.tokens[0], settings)
+        initial.update(settings)
+        self._call("POST", "/_emulator/reset", {"initial": initial.to_dict()})
+        self._config = initial
+
     # ------------------------------------------------------------ clients
 
     def openai_client(self, **kwargs: Any) -> openai.OpenAI:
@@ -339,3 +350,10 @@ class Emulator:
 
         kwargs.setdefault("max_retries", 0)
         return openai.AsyncOpenAI(base_url=self.base_url, api_key=self.token, **kwargs)
+
+
+def _with_token(token: str, settings: dict[str, Any]) -> dict[str, Any]:
+    """``settings`` with ``token`` first in ``tokens`` (the one :attr:`Emulator.token` gives)."""
+    extra = settings.get("tokens", [])
+    extra = [extra] if isinstance(extra, str) else list(extra)
+    return {**settings, "tokens": [token, *[t for t in extra if t != token]]}

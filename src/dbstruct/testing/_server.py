@@ -419,8 +419,13 @@ def _admin_routes(app: web.Application, state: State) -> None:
     async def requests(_: web.Request) -> web.Response:
         return _ok(list(state.recent))
 
-    async def reset(_: web.Request) -> web.Response:
-        state.reset()
+    async def reset(request: web.Request) -> web.Response:
+        data = await request.json() if request.can_read_body else {}
+        try:
+            initial = EmulatorConfig.from_dict(data["initial"]) if data.get("initial") else None
+        except (ValueError, TypeError) as e:
+            return web.json_response({"error": str(e)}, status=400)
+        state.reset(initial)
         return _ok({"ok": True})
 
     async def script(request: web.Request) -> web.Response:

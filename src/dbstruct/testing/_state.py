@@ -84,8 +84,11 @@ class State:
         self.oauth: dict[str, float] = {}  # issued token -> expiry (monotonic clock)
         self.buckets: dict[tuple[str, str], TokenBucket] = {}
 
-    def reset(self) -> None:
-        """Back to the configuration the emulator was started with, counters at zero."""
+    def reset(self, initial: EmulatorConfig | None = None) -> None:
+        """Back to the configuration the emulator was started with (``initial`` from now on,
+        if given), counters at zero."""
+        if initial is not None:
+            self.initial = initial.copy()
         self.config = self.initial.copy()
         self.stats = Stats()
         self.recent = deque(maxlen=self.config.keep_requests)

@@ -3,7 +3,9 @@
 Enable with ``pytest_plugins = ["dbstruct.testing.pytest_plugin"]`` in a conftest.py.
 
 - ``dbstruct_emulator_server`` (session): one in-process :class:`Emulator` for the run;
-- ``dbstruct_emulator``: that emulator, reset before each test (settings, counters, scripts);
+- ``dbstruct_emulator``: that emulator, reset before and after each test (settings, counters,
+  scripts); a module that needs other settings takes it in a fixture of its own that calls
+  ``dbstruct_emulator.start_from(token=..., retry_after=0.05)``, undone after the test;
 - ``dbstruct_emulator_env``: the same, with ``DATABRICKS_HOST``/``DATABRICKS_TOKEN`` set for
   the test (and other ``DATABRICKS_*`` auth variables removed).
 """
@@ -34,9 +36,9 @@ def dbstruct_emulator_server() -> Iterator[Emulator]:
 
 @pytest.fixture
 def dbstruct_emulator(dbstruct_emulator_server: Emulator) -> Iterator[Emulator]:
-    dbstruct_emulator_server.reset()
+    dbstruct_emulator_server.start_from()
     yield dbstruct_emulator_server
-    dbstruct_emulator_server.reset()
+    dbstruct_emulator_server.start_from()
 
 
 @pytest.fixture

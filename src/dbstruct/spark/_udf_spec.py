@@ -1,0 +1,39 @@
+"""What a structured UDF's executors need: built on the driver, pickled with the UDF.
+
+:func:`dbstruct.spark.structured_udf` builds a :class:`UdfSpec`;
+:func:`dbstruct.spark._worker.run_partition` runs it. It holds no live objects (no client,
+loop or session), and never shows its credentials or request options in a repr.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic import BaseModel
+
+from dbstruct.auth import Credentials
+from dbstruct.modes import Mode
+from dbstruct.spark._prompt import Prompt
+from dbstruct.worker_settings import WorkerSettings
+
+__all__ = ["UdfSpec"]
+
+
+@dataclass(frozen=True)
+class UdfSpec:
+    """One structured UDF, as its executors run it."""
+
+    id: str
+    name: str
+    response_model: type[BaseModel]
+    model: str
+    prompt: Prompt
+    mode: Mode
+    include_status: bool
+    strict: bool
+    credentials: Credentials = field(repr=False)
+    settings: WorkerSettings = field(default_factory=WorkerSettings)
+    #: the other keyword arguments of :func:`dbstruct.from_provider`: its options (cache,
+    #: max_context_tokens, ...) and the chat request fields sent with every request
+    client_options: tuple[tuple[str, Any], ...] = field(default=(), repr=False)
