@@ -264,6 +264,8 @@ def run(section: str, s: Settings, raw: dict[str, Any]) -> list[Row]:
     print(f"[bench] {section} ...", file=sys.stderr, flush=True)
     try:
         rows = RUNNERS[section](s, raw)
+    except SystemExit as e:  # a section's own "pip install ..." exit: a missing package
+        rows = [Row(section, section, "-", "-", f"not measured ({str(e.code)[:80]})")]
     except Exception as e:  # one broken section must not lose the others' numbers
         traceback.print_exc()
         reason = f"{type(e).__name__}: {e}".splitlines()[0][:80]
