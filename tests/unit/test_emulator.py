@@ -37,16 +37,6 @@ def check(value: Any, schema: dict[str, Any]) -> None:
     jsonschema.validate(value, schema, format_checker=jsonschema.FormatChecker())
 
 
-@pytest.fixture
-def emu(dbstruct_emulator: Emulator) -> Emulator:
-    return dbstruct_emulator
-
-
-@pytest.fixture
-def client(emu: Emulator) -> openai.OpenAI:
-    return emu.openai_client()
-
-
 def post(emu: Emulator, body: dict[str, Any], endpoint: str = "m") -> httpx.Response:
     headers = {"Authorization": f"Bearer {emu.token}"}
     return HTTP.post(f"{emu.base_url}/{endpoint}/invocations", json=body, headers=headers)

@@ -35,16 +35,6 @@ ROW: Any = [{"role": "user", "content": "John is 42."}]
 CALL: Any = {"id": "call_1", "type": "function", "function": {"name": "User", "arguments": "{}"}}
 
 
-@pytest.fixture
-def emu(dbstruct_emulator: Emulator) -> Emulator:
-    return dbstruct_emulator
-
-
-@pytest.fixture
-def client(emu: Emulator) -> openai.OpenAI:
-    return emu.openai_client()
-
-
 def tool(schema: Any = USER, name: str = "User", **extra: Any) -> Any:
     return {"type": "function", "function": {"name": name, "parameters": schema, **extra}}
 

@@ -27,11 +27,6 @@ FORCED: Any = {"type": "function", "function": {"name": "User"}}
 FORMAT: Any = {"type": "json_schema", "json_schema": {"name": "User", "schema": USER}}
 
 
-@pytest.fixture
-def emu(dbstruct_emulator: Emulator) -> Emulator:
-    return dbstruct_emulator
-
-
 def without_request_info(body: dict[str, Any]) -> dict[str, Any]:
     """``body`` without its RequestInfo detail (a fresh id per answer), after checking it has
     exactly one; ``details`` dropped when nothing else is in it."""

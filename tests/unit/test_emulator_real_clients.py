@@ -39,16 +39,6 @@ class User(BaseModel):
     age: int
 
 
-@pytest.fixture
-def emu(dbstruct_emulator: Emulator) -> Emulator:
-    return dbstruct_emulator
-
-
-@pytest.fixture
-def client(emu: Emulator) -> openai.OpenAI:
-    return emu.openai_client()
-
-
 def workspace(emu: Emulator) -> WorkspaceClient:
     return WorkspaceClient(host=emu.host, token=emu.token, auth_type="pat")
 

@@ -28,11 +28,6 @@ def tool(name: str = "User", schema: Any = USER, **extra: Any) -> dict[str, Any]
     return {"type": "function", "function": {"name": name, "parameters": schema, **extra}}
 
 
-@pytest.fixture
-def emu(dbstruct_emulator: Emulator) -> Emulator:
-    return dbstruct_emulator
-
-
 def post(
     emu: Emulator, body: Any, endpoint: str = "databricks-llama", token: str | None = "default"
 ) -> httpx.Response:

@@ -35,11 +35,6 @@ def tool(name: str, schema: Any = USER) -> Any:
     return {"type": "function", "function": {"name": name, "parameters": schema}}
 
 
-@pytest.fixture
-def emu(dbstruct_emulator: Emulator) -> Emulator:
-    return dbstruct_emulator
-
-
 def post(emu: Emulator, body: dict[str, Any], endpoint: str = "m", **kwargs: Any) -> httpx.Response:
     kwargs.setdefault("headers", {"Authorization": f"Bearer {emu.token}"})
     return HTTP.post(f"{emu.base_url}/{endpoint}/invocations", json=body, **kwargs)
