@@ -1,21 +1,27 @@
 """Every dbstruct benchmark in one run, printed as one table: measured value, target, pass/fail.
 
-    python bench/run_all.py [--quick] [--only client tokens spark rate memory] [--json out.json]
+    python bench/run_all.py [--quick] [--only client worker tokens spark rate packing memory]
+                            [--json out.json]
 
-Sections, in this order (the CPU-sensitive one first, before any JVM is started):
+Sections, in this order (the CPU-sensitive ones first, before any JVM is started):
 
 - client: client CPU per request, dbstruct vs the raw openai SDK and instructor
   (bench/client_overhead.py; instructor only where it is installed)
+- worker: a Spark worker's CPU per row at one row a request, run_partition with pyspark's
+  Arrow conversions but no JVM, vs the raw openai SDK at the same concurrency
+  (bench/worker_cpu.py)
 - tokens: prompt tokens added per row, per mode, dbstruct vs instructor (bench/token_overhead.py)
 - spark: structured_udf rows/s against the latency-bound limit, without and with a slow tail,
   and against a naive row-at-a-time UDF (bench/spark_throughput.py)
 - rate: utilisation of an endpoint's rate limit (bench/rate_limit.py, when present)
+- packing: several rows per request: tokens per row at k = 1, 4, 8, 16, rows/s under a QPS
+  limit and at fixed latency, packing faults (bench/packing.py)
 - memory: Python worker peak memory at 10k vs 100k rows (bench/worker_memory.py)
 
 Ratios are measured side by side in one run, never against numbers from another day. A section
 that cannot run (a missing package, an error) shows "not measured" with the reason, and the
 other sections still run. ``--quick`` is a sanity pass of a few minutes; the full run takes
-about 15 minutes on 2 cores. The exit status is 0 even when a target is missed: this is a
+about 20 minutes on 2 cores. The exit status is 0 even when a target is missed: this is a
 record, not a test.
 """
 
@@ -40,7 +46,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the sibling bench modules
 
-SECTIONS = ("client", "tokens", "spark", "rate", "memory")
+SECTIONS = ("client", "worker", "tokens", "spark", "rate", "packing", "memory")
 
 
 @dataclass
@@ -63,6 +69,10 @@ class Settings:
     @property
     def spark(self) -> dict[str, float]:
         return {"seconds": 10.0, "naive_seconds": 5.0} if self.quick else {}
+
+    @property
+    def worker(self) -> dict[str, int]:  # rows per run, rounds
+        return {"rows": 600, "rounds": 1} if self.quick else {"rows": 3000, "rounds": 2}
 
     @property
     def memory(self) -> tuple[int, int]:
@@ -97,6 +107,24 @@ def client_rows(s: Settings, raw: dict[str, Any]) -> list[Row]:
             rows.append(
                 Row("client", label, value, f"<= {target:.2f}", verdict(ours / theirs <= target))
             )
+    return rows
+
+
+def worker_rows(s: Settings, raw: dict[str, Any]) -> list[Row]:
+    import worker_cpu
+
+    r = worker_cpu.measure(**s.worker)
+    raw["worker"] = r
+    best = r["best"]
+    ours = best["worker"]["cpu"]
+    setup = f"{r['rows']} rows, latency {r['latency']} s, concurrency {r['concurrency']}"
+    rows = [
+        Row("worker", f"worker CPU/row at k = 1 ({setup})", f"{ours * 1e3:.2f} ms", "-", "info")
+    ]
+    for base, label in (("openai", "raw openai"), ("openai+validate", "openai + validate")):
+        theirs = best[base]["cpu"]
+        value = f"{ours / theirs:.2f} ({ours * 1e3:.2f} vs {theirs * 1e3:.2f} ms)"
+        rows.append(Row("worker", f"worker CPU/row, dbstruct / {label}", value, "-", "info"))
     return rows
 
 
@@ -217,6 +245,14 @@ def rate_limit_rows(stdout: str, label: str) -> list[Row]:
     return rows
 
 
+def packing_rows(s: Settings, raw: dict[str, Any]) -> list[Row]:
+    import packing
+
+    result = packing.measure(quick=s.quick)
+    raw["packing"] = result
+    return [Row("packing", *row) for row in packing.rows_of(result)]
+
+
 def memory_rows(s: Settings, raw: dict[str, Any]) -> list[Row]:
     import worker_memory
 
@@ -249,9 +285,11 @@ def memory_rows(s: Settings, raw: dict[str, Any]) -> list[Row]:
 
 RUNNERS: dict[str, Callable[[Settings, dict[str, Any]], list[Row]]] = {
     "client": client_rows,
+    "worker": worker_rows,
     "tokens": token_rows,
     "spark": spark_rows,
     "rate": rate_rows,
+    "packing": packing_rows,
     "memory": memory_rows,
 }
 

@@ -16,6 +16,7 @@ from typing import Any, Generic, Literal, TypeVar
 import openai
 
 from dbstruct._openai_errors import translate
+from dbstruct._packing import PackHealth, PackRow
 from dbstruct._params import check_keywords
 from dbstruct._refusal_memory import RefusalMemory
 from dbstruct._request_checks import check_context, check_size, check_text, context_window
@@ -24,10 +25,10 @@ from dbstruct._strict import StrictSupport, without_strict
 from dbstruct.answers import DEFAULT_MAX_ANSWER_BYTES
 from dbstruct.auth import Credentials
 from dbstruct.cache import ResponseCache, cache_key, cached_answer, to_cached
-from dbstruct.errors import DbstructError, InputError
+from dbstruct.errors import ConfigurationError, DbstructError, InputError, RowsFailedError
 from dbstruct.modes import Message, Mode, ResponseTarget, chat_request
 
-__all__ = ["ClientBase", "raise_or_value", "timed", "with_headers"]
+__all__ = ["ClientBase", "raise_or_value", "text_rows", "timed", "values_or_raise", "with_headers"]
 
 C = TypeVar("C", openai.OpenAI, openai.AsyncOpenAI)
 
@@ -64,6 +65,8 @@ class ClientBase(Generic[C]):
         self._refusals = RefusalMemory()
         # which endpoints take a tool's "strict" field (Mode.TOOLS_STRICT): by name or learned
         self._strict = StrictSupport()
+        #: rows per request each endpoint gets, halved where packs keep failing
+        self.packing = PackHealth()
 
     def __repr__(self) -> str:
         return (
@@ -202,6 +205,32 @@ def raise_or_value(outcome: Outcome) -> Any:
     if outcome.error is not None:
         raise outcome.error
     return outcome.value
+
+
+def text_rows(texts: Sequence[str], instructions: str | None) -> list[PackRow]:
+    """The rows of ``extract_many(texts, instructions=...)``: each text a user message after
+    the instructions' system message."""
+    if isinstance(texts, str):
+        raise ConfigurationError("texts must be a list of strings, not one string")
+    prefix = (("system", instructions),) if instructions else ()
+    rows = []
+    for index, text in enumerate(texts):
+        if not isinstance(text, str):
+            raise ConfigurationError(f"texts[{index}] is {type(text).__name__}, not str")
+        rows.append(PackRow(prefix, "", text))
+    return rows
+
+
+def values_or_raise(outcomes: list[Outcome]) -> list[Any]:
+    """Every row's value; :class:`RowsFailedError` with them all when any row failed."""
+    failed = [(i, o.error) for i, o in enumerate(outcomes) if o.error is not None]
+    if not failed:
+        return [o.value for o in outcomes]
+    shown = "; ".join(f"row {i}: {type(e).__name__}: {e}" for i, e in failed[:3])
+    more = f" (and {len(failed) - 3} more)" if len(failed) > 3 else ""
+    raise RowsFailedError(
+        f"{len(failed)} of {len(outcomes)} rows failed: {shown}{more}", outcomes=outcomes
+    )
 
 
 class _Completions:

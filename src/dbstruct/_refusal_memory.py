@@ -36,6 +36,8 @@ class RefusalMemory:
 
     def known(self, endpoint: str, headers: dict[str, str]) -> EndpointError | None:
         """The error to return unsent, if this endpoint has refused this token lately."""
+        if not self._refused:  # the usual case: no token hashed for nothing
+            return None
         key = (endpoint, _fingerprint(headers))
         known, when = self._refused.get(key, (None, 0.0))
         if known is None:

@@ -75,7 +75,11 @@ def content_text(content: Any) -> str:
 
 def estimate_tokens(text: str) -> int:
     """Approximate tokens of ``text``: one per four characters, rounded up."""
-    return math.ceil(len(text) / 4)
+    return _tokens_of(len(text))
+
+
+def _tokens_of(chars: int) -> int:
+    return math.ceil(chars / 4)
 
 
 def prompt_tokens(body: Mapping[str, Any], specs: Mapping[str, str] | None = None) -> int:
@@ -90,9 +94,33 @@ def prompt_tokens(body: Mapping[str, Any], specs: Mapping[str, str] | None = Non
                 total += estimate_tokens(json.dumps(calls))
     for key in SPEC_FIELDS:
         if body.get(key):
-            text = specs[key] if specs is not None else json.dumps(body[key], sort_keys=True)
-            total += estimate_tokens(text)
+            chars = len(specs[key]) if specs is not None else _json_chars(body[key])
+            total += _tokens_of(chars)
     return total
+
+
+#: id -> (the dict, the length of its JSON text); see _json_chars
+_JSON_CHARS: dict[int, tuple[Any, int]] = {}
+_JSON_CHARS_MAX = 256
+
+
+def _json_chars(value: Any) -> int:
+    """``len(json.dumps(value))`` without writing the text for every request: a mode builds
+    each tool and response format once per model and every request shares that dict
+    (:mod:`dbstruct.modes`), so a dict's length is remembered by identity (it holds the dict,
+    so the id is not reused). A list is ``[`` + its items joined by ``", "`` + ``]``."""
+    if isinstance(value, list):
+        return 2 + sum(_json_chars(v) for v in value) + 2 * max(len(value) - 1, 0)
+    if not isinstance(value, dict):
+        return len(json.dumps(value))
+    known = _JSON_CHARS.get(id(value))
+    if known is not None and known[0] is value:
+        return known[1]
+    chars = len(json.dumps(value))
+    if len(_JSON_CHARS) >= _JSON_CHARS_MAX:
+        _JSON_CHARS.clear()  # per-request copies (a schema without "strict") fill it slowly
+    _JSON_CHARS[id(value)] = (value, chars)
+    return chars
 
 
 def check_size(request: Mapping[str, Any], endpoint: str) -> None:

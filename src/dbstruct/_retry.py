@@ -110,12 +110,19 @@ def attempts(
     context: Any = None,
     max_answer_bytes: int | None = DEFAULT_MAX_ANSWER_BYTES,
     strict_refused: Callable[[str], None] | None = None,
+    read: Callable[[Any], Any] | None = None,
+    stop: Callable[[DbstructError], bool] | None = None,
 ) -> Generator[Send | Sleep, Any, Outcome]:
     """Drive one structured call; see the module docstring for the rules.
 
     ``strict_refused``: given when ``request`` tries a tool's ``strict`` on an endpoint not
     known to take it; a 400 about ``strict`` then calls it with the endpoint and resends the
     request without the flag.
+
+    ``read``: reads a completion instead of :func:`parse_completion` (a packed request's
+    list, :mod:`dbstruct._packing`). An :class:`OutputError` it raises ends the call at once,
+    not re-asked: its caller decides what to send again. ``stop``: an error for which it
+    returns True ends the call at once too, retryable or not.
     """
     started = time.monotonic()
     usage = Usage()
@@ -134,7 +141,7 @@ def attempts(
                 request = without_strict(request)
                 attempt -= 1  # see the module docstring: this resend is not counted
                 continue
-            if not error.retryable:
+            if not error.retryable or (stop is not None and stop(error)):
                 unsent = isinstance(error, EndpointError) and not error.sent
                 sent = attempt - 1 if unsent else attempt
                 return _failed(error, sent, usage, started, last_completion)
@@ -142,13 +149,16 @@ def attempts(
             last_completion = answer
             usage.add(getattr(answer, "usage", None))
             try:
-                value = parse_completion(
-                    mode, target, answer, context, max_answer_bytes=max_answer_bytes
-                )
+                if read is not None:
+                    value = read(answer)
+                else:
+                    value = parse_completion(
+                        mode, target, answer, context, max_answer_bytes=max_answer_bytes
+                    )
             except OutputError as e:
                 error = e
                 last_raw = e.raw
-                if isinstance(e, _TERMINAL_OUTPUT):
+                if read is not None or isinstance(e, _TERMINAL_OUTPUT):
                     return _failed(e, attempt, usage, started, answer)
                 request = {**request, "messages": reask_messages(mode, first_messages, answer, e)}
             else:

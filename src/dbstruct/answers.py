@@ -27,7 +27,13 @@ from dbstruct.errors import (
 from dbstruct.json_schema import compile_schema
 from dbstruct.modes import Message, Mode, ResponseTarget
 
-__all__ = ["DEFAULT_MAX_ANSWER_BYTES", "parse_completion", "reask_messages"]
+__all__ = [
+    "DEFAULT_MAX_ANSWER_BYTES",
+    "answer_text",
+    "parse_completion",
+    "reask_messages",
+    "validate_answer",
+]
 
 #: the default of a client's ``max_answer_bytes``. Even an answer as long as a whole 128K-token
 #: context window is about 0.5 MB (some 4 characters a token), and 1 MiB is already a very
@@ -56,6 +62,53 @@ def parse_completion(
     The answer's text is parsed as JSON, never evaluated; one over ``max_answer_bytes``
     (None: no limit) is an :class:`OversizedOutputError` before any parsing.
     """
+    if mode is Mode.PARALLEL_TOOLS:
+        message = _usable_message(completion, max_answer_bytes)
+        return _parse_parallel_calls(target, message, context)
+    text = answer_text(mode, _name(target.model), completion, max_answer_bytes=max_answer_bytes)
+    return _validate(target.model, text, context, strict=mode is Mode.TOOLS_STRICT)
+
+
+def answer_text(
+    mode: Mode,
+    name: str,
+    completion: Any,
+    *,
+    max_answer_bytes: int | None = DEFAULT_MAX_ANSWER_BYTES,
+) -> str:
+    """The JSON text of an answer to a one-schema request (every mode but PARALLEL_TOOLS):
+    the call of tool or function ``name``'s arguments, the content, or its json code block.
+
+    Raises an :class:`OutputError` subclass when there is none to read (no choices, a
+    refusal, an answer cut off or over ``max_answer_bytes``, no call of ``name``).
+    """
+    message = _usable_message(completion, max_answer_bytes)
+    if mode in (Mode.TOOLS, Mode.TOOLS_STRICT):
+        calls = getattr(message, "tool_calls", None) or []
+        if not calls:
+            raise InvalidOutputError(
+                f"expected a call of tool {name}, got none", raw=message.content
+            )
+        call = calls[0].function
+        _check_name(call.name, name, call.arguments)
+        return str(call.arguments or "")
+    if mode is Mode.FUNCTIONS:
+        function_call = getattr(message, "function_call", None)
+        if function_call is None:
+            raise InvalidOutputError(
+                f"expected a call of function {name}, got none", raw=message.content
+            )
+        _check_name(function_call.name, name, function_call.arguments)
+        return str(function_call.arguments or "")
+    text = _answer_text(message.content)
+    if mode is Mode.MD_JSON:
+        match = _FENCE.search(text)
+        text = match.group(1) if match else text
+    return text
+
+
+def _usable_message(completion: Any, max_answer_bytes: int | None) -> Any:
+    """The first choice's message, unless the answer is unusable whatever the mode."""
     choices = getattr(completion, "choices", None)
     if not choices:
         raise InvalidOutputError("the endpoint answered with no choices")
@@ -73,22 +126,7 @@ def parse_completion(
             "the answer was cut off at max_tokens (finish_reason=length); raise max_tokens",
             raw=_raw_of(message),
         )
-    if mode in (Mode.TOOLS, Mode.TOOLS_STRICT, Mode.PARALLEL_TOOLS):
-        return _parse_tool_calls(mode, target, message, context)
-    if mode is Mode.FUNCTIONS:
-        call = getattr(message, "function_call", None)
-        if call is None:
-            raise InvalidOutputError(
-                f"expected a call of function {_name(target.model)}, got none",
-                raw=message.content,
-            )
-        _check_name(call.name, target.model, call.arguments)
-        return _validate(target.model, call.arguments, context)
-    text = _answer_text(message.content)
-    if mode is Mode.MD_JSON:
-        match = _FENCE.search(text)
-        text = match.group(1) if match else text
-    return _validate(target.model, text, context)
+    return message
 
 
 def _check_answer_size(message: Any, limit: int) -> None:
@@ -128,17 +166,13 @@ def _answer_text(content: Any) -> str:
     return content or ""
 
 
-def _parse_tool_calls(mode: Mode, target: ResponseTarget, message: Any, context: Any) -> Any:
+def _parse_parallel_calls(target: ResponseTarget, message: Any, context: Any) -> list[Any]:
     calls = getattr(message, "tool_calls", None) or []
     if not calls:
         expected = " or ".join(_name(m) for m in target.models)
         raise InvalidOutputError(
             f"expected a call of tool {expected}, got none", raw=message.content
         )
-    if mode is not Mode.PARALLEL_TOOLS:
-        call = calls[0].function
-        _check_name(call.name, target.model, call.arguments)
-        return _validate(target.model, call.arguments, context, strict=mode is Mode.TOOLS_STRICT)
     by_name = {_name(m): m for m in target.models}
     results = []
     for tool_call in calls:
@@ -157,9 +191,9 @@ def _name(model: type[BaseModel]) -> str:
     return compile_schema(model).name
 
 
-def _check_name(got: str, model: type[BaseModel], raw: str | None) -> None:
-    if got != _name(model):
-        raise InvalidOutputError(f"called tool {got!r}, expected {_name(model)!r}", raw=raw)
+def _check_name(got: str, expected: str, raw: str | None) -> None:
+    if got != expected:
+        raise InvalidOutputError(f"called tool {got!r}, expected {expected!r}", raw=raw)
 
 
 def _validate(
@@ -179,6 +213,19 @@ def _validate(
         return model.model_validate(decoded, context=context)
     except ValidationError as e:
         raise InvalidOutputError(_describe(e), raw=text) from e
+
+
+def validate_answer(
+    model: type[BaseModel], data: Any, context: Any = None, *, strict: bool = False
+) -> BaseModel:
+    """``model`` validated from an answer already parsed from JSON (one entry of a packed
+    request's list); ``strict``: ``data`` follows the strict compilation, decoded first."""
+    try:
+        if strict:
+            data = compile_schema(model, strict=True).decode(data)
+        return model.model_validate(data, context=context)
+    except ValidationError as e:
+        raise InvalidOutputError(_describe(e), raw=json.dumps(data, default=str)) from e
 
 
 def _describe(error: ValidationError) -> str:

@@ -24,10 +24,24 @@ import openai
 from openai.types.chat import ChatCompletion
 from pydantic import BaseModel
 
-from dbstruct._client_base import ClientBase, raise_or_value, timed, with_headers
+from dbstruct._client_base import (
+    ClientBase,
+    raise_or_value,
+    text_rows,
+    timed,
+    values_or_raise,
+    with_headers,
+)
+from dbstruct._many import ManyCall, Steps, run_many, run_many_async
+from dbstruct._openai_calls import CHAT_PATH, post_arguments, read_completion
 from dbstruct._retry import Outcome, Sleep
-from dbstruct.errors import DbstructError
+from dbstruct.errors import ConfigurationError, DbstructError
 from dbstruct.modes import Message
+from dbstruct.worker_settings import (
+    DEFAULT_CONCURRENCY,
+    concurrency_problem,
+    rows_per_request_problem,
+)
 
 __all__ = ["AsyncLimiter", "AsyncStructuredClient", "StructuredClient"]
 
@@ -138,7 +152,66 @@ class StructuredClient(ClientBase[openai.OpenAI]):
         call = self._begin(response_model, messages, max_retries, validation_context, kwargs)
         if isinstance(call, Outcome):
             return call
-        step = next(call.steps)
+        return self._remember(call, self._drive(call.steps))
+
+    def create_many(
+        self,
+        response_model: type[M],
+        texts: Sequence[str],
+        *,
+        instructions: str | None = None,
+        rows_per_request: int = 1,
+        max_retries: int | None = None,
+        validation_context: Any = None,
+        **kwargs: Any,
+    ) -> list[M]:
+        """One validated ``response_model`` per text, in order, up to ``rows_per_request``
+        texts a request (see :mod:`dbstruct._many`); ``instructions`` is the system message.
+
+        >>> tickets = client.create_many(Ticket, texts, instructions="Triage.", rows_per_request=8)
+
+        Raises :class:`~dbstruct.errors.RowsFailedError`, holding every row's outcome, when
+        any row failed; :meth:`extract_many` returns the outcomes instead.
+        """
+        outcomes = self.extract_many(
+            response_model,
+            texts,
+            instructions=instructions,
+            rows_per_request=rows_per_request,
+            max_retries=max_retries,
+            validation_context=validation_context,
+            **kwargs,
+        )
+        values: list[M] = values_or_raise(outcomes)
+        return values
+
+    def extract_many(
+        self,
+        response_model: type[BaseModel],
+        texts: Sequence[str],
+        *,
+        instructions: str | None = None,
+        rows_per_request: int = 1,
+        max_retries: int | None = None,
+        validation_context: Any = None,
+        **kwargs: Any,
+    ) -> list[Outcome]:
+        """Like :meth:`create_many`, but returns every text's :class:`Outcome` (its value or
+        its error, attempts, tokens) rather than raising."""
+        many = ManyCall(
+            self,
+            response_model,
+            text_rows(texts, instructions),
+            _checked_k(rows_per_request),
+            max_retries,
+            validation_context,
+            kwargs,
+        )
+        return run_many(self, many)
+
+    def _drive(self, steps: Steps) -> Outcome:
+        """Run one call's attempts (:func:`dbstruct._retry.attempts`) to its outcome."""
+        step = next(steps)
         while True:
             answer: Any = None
             if isinstance(step, Sleep):
@@ -146,9 +219,10 @@ class StructuredClient(ClientBase[openai.OpenAI]):
             else:
                 answer = self._attempt(timed(step))
             try:
-                step = call.steps.send(answer)
+                step = steps.send(answer)
             except StopIteration as done:
-                return self._remember(call, done.value)
+                outcome: Outcome = done.value
+                return outcome
 
     def _attempt(self, request: dict[str, Any]) -> Any:
         try:
@@ -159,7 +233,8 @@ class StructuredClient(ClientBase[openai.OpenAI]):
         if known is not None:
             return known
         try:
-            return self._openai.chat.completions.create(**with_headers(request, headers))
+            arguments = post_arguments(with_headers(request, headers))
+            return read_completion(self._openai.post(CHAT_PATH, **arguments))
         except openai.APIError as e:
             return self._translate(e, request["model"], headers)
 
@@ -267,7 +342,65 @@ class AsyncStructuredClient(ClientBase[openai.AsyncOpenAI]):
         call = self._begin(response_model, messages, max_retries, validation_context, kwargs)
         if isinstance(call, Outcome):
             return call
-        step = next(call.steps)
+        return self._remember(call, await self._drive(call.steps))
+
+    async def create_many(
+        self,
+        response_model: type[M],
+        texts: Sequence[str],
+        *,
+        instructions: str | None = None,
+        rows_per_request: int = 1,
+        concurrency: int = DEFAULT_CONCURRENCY,
+        max_retries: int | None = None,
+        validation_context: Any = None,
+        **kwargs: Any,
+    ) -> list[M]:
+        """As :meth:`StructuredClient.create_many`, with ``concurrency`` requests in flight."""
+        outcomes = await self.extract_many(
+            response_model,
+            texts,
+            instructions=instructions,
+            rows_per_request=rows_per_request,
+            concurrency=concurrency,
+            max_retries=max_retries,
+            validation_context=validation_context,
+            **kwargs,
+        )
+        values: list[M] = values_or_raise(outcomes)
+        return values
+
+    async def extract_many(
+        self,
+        response_model: type[BaseModel],
+        texts: Sequence[str],
+        *,
+        instructions: str | None = None,
+        rows_per_request: int = 1,
+        concurrency: int = DEFAULT_CONCURRENCY,
+        max_retries: int | None = None,
+        validation_context: Any = None,
+        **kwargs: Any,
+    ) -> list[Outcome]:
+        """As :meth:`StructuredClient.extract_many`, with ``concurrency`` requests in flight."""
+        problem = concurrency_problem(concurrency)
+        if problem is not None:
+            raise ConfigurationError(problem)
+        many = ManyCall(
+            self,
+            response_model,
+            text_rows(texts, instructions),
+            _checked_k(rows_per_request),
+            max_retries,
+            validation_context,
+            kwargs,
+        )
+        await run_many_async(self, many, asyncio.Semaphore(concurrency))
+        return many.results()
+
+    async def _drive(self, steps: Steps) -> Outcome:
+        """Run one call's attempts (:func:`dbstruct._retry.attempts`) to its outcome."""
+        step = next(steps)
         while True:
             answer: Any = None
             if isinstance(step, Sleep):
@@ -275,9 +408,10 @@ class AsyncStructuredClient(ClientBase[openai.AsyncOpenAI]):
             else:
                 answer = await self._attempt(timed(step))
             try:
-                step = call.steps.send(answer)
+                step = steps.send(answer)
             except StopIteration as done:
-                return self._remember(call, done.value)
+                outcome: Outcome = done.value
+                return outcome
 
     async def _attempt(self, request: dict[str, Any]) -> Any:
         limiter = self.limiter
@@ -288,9 +422,9 @@ class AsyncStructuredClient(ClientBase[openai.AsyncOpenAI]):
             headers = await self.credentials.aheaders()
             answer = self._refusals.known(request["model"], headers)
             if answer is None:
-                answer = await self._openai.chat.completions.create(
-                    **with_headers(request, headers)
-                )
+                arguments = post_arguments(with_headers(request, headers))
+                response = await self._openai.post(CHAT_PATH, **arguments)
+                answer = read_completion(response)
         except openai.APIError as e:
             answer = self._translate(e, request["model"], headers)
         except DbstructError as e:  # a token refresh that failed
@@ -308,3 +442,11 @@ class AsyncStructuredClient(ClientBase[openai.AsyncOpenAI]):
 
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
+
+
+def _checked_k(rows_per_request: object) -> int:
+    problem = rows_per_request_problem(rows_per_request)
+    if problem is not None:
+        raise ConfigurationError(problem)
+    assert isinstance(rows_per_request, int)
+    return rows_per_request

@@ -27,7 +27,8 @@ error status means.
     ├── InputError                  a row that cannot be sent (too large, over the context
     │                               window, unencodable text), raised before sending (also
     │                               a ValueError)
-    └── RetriesExhaustedError       every attempt failed (attempts, last error, last answer, usage)
+    ├── RetriesExhaustedError       every attempt failed (attempts, last error, last answer, usage)
+    └── RowsFailedError             rows of a create_many() failed (outcomes: every row's)
 
 :data:`STATUS_ERRORS` is the HTTP side as data: a status to the error class and its message;
 :func:`endpoint_error` applies it (``dbstruct._openai_errors`` reads the openai SDK's
@@ -61,6 +62,7 @@ __all__ = [
     "RateLimitError",
     "RefusalError",
     "RetriesExhaustedError",
+    "RowsFailedError",
     "SchemaError",
     "SchemaMappingError",
     "ServerError",
@@ -209,6 +211,15 @@ class OversizedOutputError(OutputError):
 
 class RefusalError(OutputError):
     """The model refused to answer."""
+
+
+class RowsFailedError(DbstructError):
+    """Some rows of a ``create_many()`` failed; ``outcomes`` holds every row's value or error,
+    in the order of the texts, so nothing is lost."""
+
+    def __init__(self, message: str, *, outcomes: list[Any]) -> None:
+        super().__init__(message)
+        self.outcomes = outcomes
 
 
 class RetriesExhaustedError(DbstructError):

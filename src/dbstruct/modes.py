@@ -25,7 +25,7 @@ import typing
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any
+from typing import Any, Protocol
 
 from pydantic import BaseModel
 
@@ -37,7 +37,9 @@ __all__ = [
     "Message",
     "Mode",
     "ResponseTarget",
+    "SchemaLike",
     "build_request",
+    "build_schema_request",
     "chat_request",
 ]
 
@@ -109,6 +111,34 @@ def _check_keys(model: type[BaseModel], count: int, limit: int, where: str, hint
         )
 
 
+class SchemaLike(Protocol):
+    """What a request needs of a schema: :class:`~dbstruct.json_schema.CompiledSchema`, or
+    a schema built around one (a packed request's list, :mod:`dbstruct._packing`)."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def description(self) -> str: ...
+
+    @property
+    def parameters(self) -> dict[str, Any]: ...
+
+    @property
+    def json(self) -> str: ...
+
+
+def _tool_of(schema: SchemaLike, strict: bool) -> dict[str, Any]:
+    function: dict[str, Any] = {
+        "name": schema.name,
+        "description": schema.description,
+        "parameters": schema.parameters,
+    }
+    if strict:
+        function["strict"] = True
+    return {"type": "function", "function": function}
+
+
 @lru_cache(maxsize=512)
 def _tool(model: type[BaseModel], strict: bool) -> dict[str, Any]:
     compiled = compile_schema(model, strict=strict)
@@ -119,36 +149,36 @@ def _tool(model: type[BaseModel], strict: bool) -> dict[str, Any]:
         "a tool schema",
         "Use Mode.JSON (structured outputs take up to 64) or split the model.",
     )
-    function: dict[str, Any] = {
-        "name": compiled.name,
-        "description": compiled.description,
-        "parameters": compiled.parameters,
+    return _tool_of(compiled, strict)
+
+
+def _response_format_of(schema: SchemaLike) -> dict[str, Any]:
+    # https://docs.databricks.com/aws/en/machine-learning/model-serving/structured-outputs
+    return {
+        "type": "json_schema",
+        "json_schema": {"name": schema.name, "schema": schema.parameters},
     }
-    if strict:
-        function["strict"] = True
-    return {"type": "function", "function": function}
 
 
 @lru_cache(maxsize=512)
 def _response_format(model: type[BaseModel]) -> dict[str, Any]:
-    # https://docs.databricks.com/aws/en/machine-learning/model-serving/structured-outputs
     compiled = compile_schema(model)
     _check_keys(model, compiled.key_count, MAX_SCHEMA_KEYS, "a response format", "Split the model.")
-    return {
-        "type": "json_schema",
-        "json_schema": {"name": compiled.name, "schema": compiled.parameters},
-    }
+    return _response_format_of(compiled)
+
+
+def _md_json_instruction_of(schema: SchemaLike) -> str:
+    about = f" ({schema.description})" if schema.description else ""
+    return (
+        f"Answer with one JSON object for {schema.name}{about}, matching this JSON schema:\n"
+        f"{schema.json}\n"
+        "Return the object itself, not the schema, in a ```json code block."
+    )
 
 
 @lru_cache(maxsize=512)
 def _md_json_instruction(model: type[BaseModel]) -> str:
-    compiled = compile_schema(model)
-    about = f" ({compiled.description})" if compiled.description else ""
-    return (
-        f"Answer with one JSON object for {compiled.name}{about}, matching this JSON schema:\n"
-        f"{compiled.json}\n"
-        "Return the object itself, not the schema, in a ```json code block."
-    )
+    return _md_json_instruction_of(compile_schema(model))
 
 
 def build_request(
@@ -164,13 +194,7 @@ def build_request(
         target = ResponseTarget(target.models, parallel=True)
     msgs = list(messages)
     if mode in (Mode.TOOLS, Mode.TOOLS_STRICT):
-        strict = mode is Mode.TOOLS_STRICT
-        tool = _tool(target.model, strict)
-        return {
-            "messages": msgs,
-            "tools": [tool],
-            "tool_choice": {"type": "function", "function": {"name": tool["function"]["name"]}},
-        }
+        return _tool_request(_tool(target.model, mode is Mode.TOOLS_STRICT), msgs)
     if mode is Mode.PARALLEL_TOOLS:
         if len(target.models) > MAX_TOOLS:
             raise SchemaError(f"{len(target.models)} tools; Databricks accepts at most {MAX_TOOLS}")
@@ -180,22 +204,49 @@ def build_request(
             "tool_choice": "required",
         }
     if mode is Mode.FUNCTIONS:
-        function = _tool(target.model, False)["function"]
-        return {
-            "messages": msgs,
-            "functions": [function],
-            "function_call": {"name": function["name"]},
-        }
-    if mode is Mode.JSON:
-        return {"messages": msgs, "response_format": _response_format(target.model)}
-    if mode is Mode.JSON_O1:
-        return {
-            "messages": _fold_system(msgs),
-            "response_format": _response_format(target.model),
-        }
+        return _function_request(_tool(target.model, False)["function"], msgs)
+    if mode in (Mode.JSON, Mode.JSON_O1):
+        return _json_request(mode, _response_format(target.model), msgs)
     if mode is Mode.MD_JSON:
         return {"messages": _with_system(msgs, _md_json_instruction(target.model))}
     raise ConfigurationError(f"unknown mode {mode!r}")  # pragma: no cover - Mode is closed
+
+
+def build_schema_request(
+    mode: Mode, schema: SchemaLike, messages: Sequence[Message]
+) -> dict[str, Any]:
+    """:func:`build_request` for a schema that is not a response model's own (a packed
+    request's list); the caller checks its key limits. Every mode but PARALLEL_TOOLS."""
+    msgs = list(messages)
+    if mode in (Mode.TOOLS, Mode.TOOLS_STRICT):
+        return _tool_request(_tool_of(schema, mode is Mode.TOOLS_STRICT), msgs)
+    if mode is Mode.FUNCTIONS:
+        return _function_request(_tool_of(schema, False)["function"], msgs)
+    if mode in (Mode.JSON, Mode.JSON_O1):
+        return _json_request(mode, _response_format_of(schema), msgs)
+    if mode is Mode.MD_JSON:
+        return {"messages": _with_system(msgs, _md_json_instruction_of(schema))}
+    raise ConfigurationError(f"{mode} asks for several tool calls; it takes one schema, not {mode}")
+
+
+def _tool_request(tool: dict[str, Any], msgs: list[Message]) -> dict[str, Any]:
+    name = tool["function"]["name"]
+    return {
+        "messages": msgs,
+        "tools": [tool],
+        "tool_choice": {"type": "function", "function": {"name": name}},
+    }
+
+
+def _function_request(function: dict[str, Any], msgs: list[Message]) -> dict[str, Any]:
+    return {"messages": msgs, "functions": [function], "function_call": {"name": function["name"]}}
+
+
+def _json_request(
+    mode: Mode, response_format: dict[str, Any], msgs: list[Message]
+) -> dict[str, Any]:
+    messages = _fold_system(msgs) if mode is Mode.JSON_O1 else msgs
+    return {"messages": messages, "response_format": response_format}
 
 
 def _with_system(messages: list[Message], instruction: str) -> list[Message]:

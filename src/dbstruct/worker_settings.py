@@ -8,7 +8,8 @@ rules. :func:`dbstruct.spark.structured_udf` builds one from its arguments (a jo
 :mod:`dbstruct.jobs.conf`), the UDF carries it to the executors, and each Python worker
 (:mod:`dbstruct.spark._worker`) builds from it, once:
 
-* the request window: ``concurrency`` requests in flight, ``read_ahead_rows`` rows read
+* the request window: ``concurrency`` requests in flight (each carrying up to
+  ``rows_per_request`` rows), ``read_ahead_rows`` rows read
   ahead (:mod:`dbstruct.spark._request_window`);
 * the async client: ``max_retries``, ``timeout``, ``total_timeout`` and a connection pool of
   ``pool_size`` (:func:`dbstruct.from_provider`);
@@ -32,15 +33,21 @@ __all__ = [
     "DEFAULT_TIMEOUT",
     "DEFAULT_TOTAL_TIMEOUT",
     "MAX_RETRIES_RANGE",
+    "ROWS_PER_REQUEST_RANGE",
     "WorkerSettings",
     "concurrency_problem",
     "read_ahead_rows",
+    "rows_per_request_problem",
 ]
 
 #: requests in flight per worker: the smallest and largest allowed
 CONCURRENCY_RANGE = (1, 512)
 #: attempts after the first: the fewest and most allowed
 MAX_RETRIES_RANGE = (0, 20)
+#: rows one request may carry (see :mod:`dbstruct._packing`): the fewest and most allowed.
+#: Accuracy degrades as rows per prompt grow and collapses somewhere between 20 and 100
+#: (Chen et al., ACL 2026, arXiv 2603.22608): 64 leaves room to measure, not to recommend.
+ROWS_PER_REQUEST_RANGE = (1, 64)
 DEFAULT_CONCURRENCY = 16
 DEFAULT_MAX_RETRIES = 3
 #: seconds one HTTP attempt may take
@@ -57,6 +64,14 @@ def concurrency_problem(value: object) -> str | None:
     if isinstance(value, int) and low <= value <= high:
         return None
     return f"concurrency must be an int from {low} to {high}, got {value!r}"
+
+
+def rows_per_request_problem(value: object) -> str | None:
+    """Why ``value`` is not a valid ``rows_per_request``; None when it is."""
+    low, high = ROWS_PER_REQUEST_RANGE
+    if isinstance(value, int) and not isinstance(value, bool) and low <= value <= high:
+        return None
+    return f"rows_per_request must be an int from {low} to {high}, got {value!r}"
 
 
 def read_ahead_rows(concurrency: int, buffer_rows: int | None) -> int:
@@ -81,12 +96,15 @@ class WorkerSettings:
     max_connections: int | None = None
     #: rows held (read, not yet returned) at most; None: 16 x concurrency
     buffer_rows: int | None = None
-    #: adapt the in-flight limit and the rate to the endpoint's 429/503 answers
-    adaptive: bool = False
+    #: adapt the in-flight limit and the rate to the endpoint's rate-driven 429s and its 503s
+    #: (:mod:`dbstruct._rate_control`); False: ``concurrency`` fixed, each row backs off alone
+    adaptive: bool = True
     #: the whole job's caps, split evenly across ``workers``
     max_qps: float | None = None
     max_tokens_per_minute: float | None = None
     workers: int | None = None
+    #: rows one request carries at most (1: a request per row); see :mod:`dbstruct._packing`
+    rows_per_request: int = 1
 
     def __post_init__(self) -> None:
         problem = concurrency_problem(self.concurrency)
@@ -109,6 +127,9 @@ class WorkerSettings:
             cap = getattr(self, name)
             if cap is not None and not cap > 0:
                 raise ConfigurationError(f"{name} must be > 0 or None, got {cap!r}")
+        problem = rows_per_request_problem(self.rows_per_request)
+        if problem is not None:
+            raise ConfigurationError(problem)
         workers = self.workers
         if workers is not None and (not isinstance(workers, int) or workers < 1):
             raise ConfigurationError(f"workers must be a positive int, got {workers!r}")

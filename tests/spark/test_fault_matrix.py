@@ -187,6 +187,8 @@ def emu(dbstruct_emulator: Emulator) -> Emulator:
 
 
 def make_udf(emu: Emulator, **kw: Any) -> Any:
+    # The oracle times each row by its own faults: fixed concurrency. The default adaptive
+    # controller would also hold rows back after other rows' 429s and 503s.
     return structured_udf(
         User,
         "databricks/test-llm",
@@ -196,6 +198,7 @@ def make_udf(emu: Emulator, **kw: Any) -> Any:
         max_retries=MAX_RETRIES,
         timeout=TIMEOUT,
         total_timeout=TOTAL_TIMEOUT,
+        adaptive=False,
         **kw,
     )
 

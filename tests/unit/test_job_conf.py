@@ -121,6 +121,8 @@ BAD = [
     ({"model": "openai/gpt-4o"}, "model: expected databricks/<endpoint-name>, got 'openai/gpt-4o'"),
     ({"mode": "yaml"}, "mode: expected one of TOOLS, TOOLS_STRICT"),
     ({"concurrency": 0}, "concurrency: input should be greater than or equal to 1, got 0"),
+    ({"rows_per_request": 65}, "rows_per_request: input should be less than or equal to 64"),
+    ({"options": {"rows_per_request": 8}}, "options: 'rows_per_request' is not an option here"),
     ({"chunk_rows": "many"}, "chunk_rows: input should be a valid integer"),
     ({"max_error_rate": 1.5}, "max_error_rate: input should be less than or equal to 1"),
     ({"target.mode": "upsert"}, "target.mode: input should be 'append' or 'overwrite'"),

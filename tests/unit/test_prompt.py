@@ -94,3 +94,42 @@ def test_as_messages_returns_fresh_dicts() -> None:
     first = as_messages(rendered)
     first[0]["content"] = "changed"
     assert as_messages(rendered) == [{"role": "user", "content": "hi"}]
+
+
+# ---------------------------------------------------------------- rows in a pack
+
+
+@pytest.mark.parametrize(
+    ("template", "lead"),
+    [
+        ("You triage tickets.\n\nSubject: {subject}\n\n{body}", "You triage tickets.\n\n"),
+        ("Extract the user from this text: {subject} {body}", ""),
+        (
+            [
+                {"role": "system", "content": "Triage."},
+                {"role": "user", "content": "{subject}\n{body}"},
+            ],
+            "",
+        ),
+    ],
+)
+def test_a_packed_row_is_the_row_alone_split_at_its_first_placeholder_line(
+    template: object, lead: str
+) -> None:
+    prompt = build_prompt(template)  # type: ignore[arg-type]
+    values = ["Refund {0}", "I paid twice %s"]
+    row = prompt.pack_row(values)
+    assert row is not None and row.lead == lead
+    # alone, the row sends exactly what the unpacked UDF sends: cache keys stay the same
+    assert row.messages() == as_messages(prompt.render(values))
+    assert prompt.packing_problem() is None
+
+
+def test_a_prompt_with_values_outside_the_last_user_message_cannot_pack() -> None:
+    prompt = build_prompt(
+        [{"role": "system", "content": "About {a}"}, {"role": "user", "content": "{b}"}]
+    )
+    assert "last message, a user message" in str(prompt.packing_problem())
+    last_assistant = build_prompt(lambda t: [{"role": "assistant", "content": t}])
+    assert last_assistant.pack_row(["x"]) is None  # sent alone
+    assert build_prompt(lambda t: f"Q: {t}").pack_row(["x"]).text == "Q: x"  # type: ignore[union-attr]

@@ -139,12 +139,17 @@ def test_concurrency_bounds_the_requests_in_flight(dbstruct_emulator: Emulator) 
 
 
 def test_the_client_is_built_from_the_settings(dbstruct_emulator: Emulator) -> None:
-    plain = spec_for(dbstruct_emulator, max_retries=2, timeout=30.0, total_timeout=90.0)
+    plain = spec_for(
+        dbstruct_emulator, max_retries=2, timeout=30.0, total_timeout=90.0, adaptive=False
+    )
     run(plain, [text_of(1)])
     client = _worker._runtime().clients[plain.id]
     policy = client.policy
     assert (policy.max_retries, policy.attempt_timeout, policy.deadline) == (2, 30.0, 90.0)
-    assert client.limiter is None  # nothing to limit: no limiter in the way
+    assert client.limiter is None  # fixed concurrency, no caps: no limiter in the way
+    default = spec_for(dbstruct_emulator)  # adaptive by default
+    run(default, [text_of(3)])
+    assert isinstance(_worker._runtime().clients[default.id].limiter, AdaptiveLimiter)
     paced = spec_for(dbstruct_emulator, concurrency=6, adaptive=True, max_qps=40.0, workers=4)
     run(paced, [text_of(2)])
     limiter = _worker._runtime().clients[paced.id].limiter

@@ -32,6 +32,7 @@ from dbstruct.worker_settings import (
     DEFAULT_CONCURRENCY,
     DEFAULT_MAX_RETRIES,
     MAX_RETRIES_RANGE,
+    ROWS_PER_REQUEST_RANGE,
 )
 
 __all__ = [
@@ -56,6 +57,7 @@ JOB_COLUMNS = ("batch", "processed_at")
 _RESERVED_OPTIONS = {
     "model": "model", "mode": "mode", "max_retries": "max_retries",
     "concurrency": "concurrency", "prompt": "prompt", "response_model": "response_model",
+    "rows_per_request": "rows_per_request",
     "include_status": "-", "strict": "-", "name": "-", "async_client": "-",
     "base_url": "credentials.host", "api_key": "credentials.token", "credentials": "credentials",
 }  # fmt: skip
@@ -235,6 +237,10 @@ class JobConfig(_Section):
     )
     max_retries: int = Field(
         default=DEFAULT_MAX_RETRIES, ge=MAX_RETRIES_RANGE[0], le=MAX_RETRIES_RANGE[1]
+    )
+    #: rows one request carries (structured_udf's rows_per_request)
+    rows_per_request: int = Field(
+        default=1, ge=ROWS_PER_REQUEST_RANGE[0], le=ROWS_PER_REQUEST_RANGE[1]
     )
     options: dict[str, Any] = Field(default_factory=dict)
     partitions: int = Field(default=4, ge=1, le=10_000)

@@ -137,6 +137,7 @@ def _build_udf(conf: JobConfig, creds: Credentials) -> StructuredUDF:
         mode=conf.mode_enum,
         concurrency=conf.concurrency,
         max_retries=conf.max_retries,
+        rows_per_request=conf.rows_per_request,
         include_status=True,
         credentials=creds,
         name="dbstruct_" + re.sub(r"\W", "_", conf.name),

@@ -25,6 +25,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from dbstruct._packing import PackRow
 from dbstruct.errors import ConfigurationError
 
 __all__ = [
@@ -90,6 +91,29 @@ class TemplatePrompt:
     def arity(self) -> int:
         return len(self.names)
 
+    def packing_problem(self) -> str | None:
+        """Why rows of this prompt cannot share a request; None when they can: the values
+        must all go into the last message, a user message (it becomes one item of a pack)."""
+        if self.roles[-1] != "user" or any(
+            isinstance(p, int) for parts in self.contents[:-1] for p in parts
+        ):
+            return (
+                "rows_per_request > 1 packs each row's last message as one item, so the "
+                "prompt's {placeholders} must all be in its last message, a user message"
+            )
+        return None
+
+    def pack_row(self, values: Sequence[str | None]) -> PackRow | None:
+        """The row as packing sees it: the messages before the last, the last message's
+        text up to the line before its first placeholder (instructions every row shares),
+        and the rest (this row's own). Its messages are exactly :meth:`render`'s."""
+        rendered = self.render(values)
+        last = rendered[-1][1]
+        head = self.contents[-1][0] if self.contents[-1] else ""
+        literal = head if isinstance(head, str) else ""
+        cut = literal.rfind("\n") + 1
+        return PackRow(rendered[:-1], last[:cut], last[cut:])
+
     def render(self, values: Sequence[str | None]) -> Rendered:
         if len(values) != len(self.names):
             raise ConfigurationError(
@@ -115,6 +139,16 @@ class CallablePrompt:
 
     def render(self, values: Sequence[str | None]) -> Rendered:
         return _normalize(self.fn(*values), f"returned by {_name(self.fn)}")
+
+    def packing_problem(self) -> str | None:
+        return None  # decided per row by pack_row
+
+    def pack_row(self, values: Sequence[str | None]) -> PackRow | None:
+        """The row's last message as its item when it is a user message; else None (the
+        row is sent alone)."""
+        rendered = self.render(values)
+        role, content = rendered[-1]
+        return PackRow(rendered[:-1], "", content) if role == "user" else None
 
 
 Prompt = TemplatePrompt | CallablePrompt

@@ -220,7 +220,10 @@ class _Window(Generic[R]):
         while True:
             batch, index, request = await self._queue.get()
             self._started += 1
-            self._progress.set()
+            if self._submitted - self._started < self._concurrency:
+                # a slot the consumer may be waiting for (see _may_read); waking it for
+                # every row instead cost a thread switch per row
+                self._progress.set()
             leader = self._inflight.get(request.key)
             if leader is not None:  # the same request is on its way: wait for it, slot-free
                 leader.add_done_callback(partial(self._follow, batch, index))

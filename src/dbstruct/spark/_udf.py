@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, Tuple  # noqa: UP035  (pyspark reads typi
 
 from pydantic import BaseModel
 
+from dbstruct._packing import pack_schema
 from dbstruct._params import check_keywords
 from dbstruct.auth import Credentials, resolve_credentials
 from dbstruct.cache import open_cache
@@ -31,7 +32,7 @@ from dbstruct.providers import (
     provider_parameters,
 )
 from dbstruct.spark import _result_column
-from dbstruct.spark._prompt import PromptSpec, TemplatePrompt, build_prompt
+from dbstruct.spark._prompt import Prompt, PromptSpec, TemplatePrompt, build_prompt
 from dbstruct.spark._udf_spec import UdfSpec
 from dbstruct.spark.struct_types import spark_schema
 from dbstruct.worker_settings import DEFAULT_CONCURRENCY, DEFAULT_MAX_RETRIES, WorkerSettings
@@ -64,10 +65,11 @@ def structured_udf(
     api_key: str | None = None,
     credentials: Credentials | None = None,
     buffer_rows: int | None = None,
-    adaptive: bool = False,
+    adaptive: bool = True,
     max_qps: float | None = None,
     max_tokens_per_minute: float | None = None,
     workers: int | None = None,
+    rows_per_request: int = 1,
     **defaults: Any,
 ) -> StructuredUDF:
     """A UDF returning ``spark_schema(response_model)`` for each row of text.
@@ -88,6 +90,13 @@ def structured_udf(
     or blank input gives null fields and sends nothing; identical prompts in flight at the
     same time are sent once.
 
+    ``rows_per_request=k`` (1 to 64; default 1) sends up to k rows in one request: the
+    instructions and schema once, each row's last message as an item with an id, the answer
+    a list matched by id, never by position (see :mod:`dbstruct._many`). A row whose item is
+    missing, duplicated, misquoted or invalid is sent again alone; ``max_tokens`` counts per
+    row. Refused here when the mode cannot pack (PARALLEL_TOOLS), the list would exceed
+    Databricks' key limits, or the prompt's placeholders are not all in its last message.
+
     A row that still fails after ``max_retries`` (0 to 20) has null fields (Spark cannot
     return a null struct from a pandas UDF: ``user IS NULL`` is false, ``user.name IS NULL``
     is true); the failure is logged on the executor. ``include_status=True`` returns
@@ -99,10 +108,13 @@ def structured_udf(
     the type is only known on the executors, which check each batch before sending anything
     (the task fails with a ``ConfigurationError`` naming the column).
 
-    Rate limits: with ``adaptive=True`` each worker runs a controller that
+    Rate limits: by default (``adaptive=True``) each worker runs a controller that
     starts at a few requests in flight and raises that limit while answers come back fine,
-    cuts it on 429 and 503, stops sending until a 429's Retry-After has passed, and after a
-    429 paces its sends just under the rate that got it; ``concurrency`` stays the ceiling.
+    cuts it on 503 and on 429s that track its sending rate, pauses for part of such a 429's
+    Retry-After, and paces its sends just under the rate that got through; 429s that come
+    at a steady share whatever the rate (found by briefly sending at half that rate) slow
+    nothing but their own row. ``concurrency`` stays the ceiling; ``adaptive=False`` keeps
+    ``concurrency`` requests in flight, each row waiting out its own 429s.
     ``max_qps`` and ``max_tokens_per_minute`` (prompt plus completion tokens, retries
     included) cap the whole job: each of ``workers`` Python workers gets ``cap / workers``
     as a token bucket. ``workers`` defaults to the active session's
@@ -127,6 +139,7 @@ def structured_udf(
         max_qps=max_qps,
         max_tokens_per_minute=max_tokens_per_minute,
         workers=workers,
+        rows_per_request=rows_per_request,
         **{k: v for k, v in defaults.items() if k in _SETTING_OPTIONS},
     )
     settings = _with_workers(settings)
@@ -139,6 +152,8 @@ def structured_udf(
     client_options = {k: v for k, v in defaults.items() if k not in _SETTING_OPTIONS}
     _check_client_options(client_options)
     compile_schema(response_model, strict=chosen is Mode.TOOLS_STRICT)
+    if settings.rows_per_request > 1:
+        _check_packing(response_model, chosen, parsed_prompt)
     spec = UdfSpec(
         id=uuid.uuid4().hex,
         name=name or f"extract_{response_model.__name__.lower()}",
@@ -153,6 +168,15 @@ def structured_udf(
         client_options=tuple(sorted(client_options.items())),
     )
     return StructuredUDF(spec, _result_column.return_type(value_type, include_status))
+
+
+def _check_packing(response_model: type[BaseModel], mode: Mode, prompt: Prompt) -> None:
+    """What makes rows_per_request > 1 impossible, found on the driver: a mode that cannot
+    pack, a list over Databricks' key limits, a prompt whose rows cannot be items."""
+    pack_schema(response_model, mode)
+    problem = prompt.packing_problem()
+    if problem is not None:
+        raise ConfigurationError(f"{problem}; or use rows_per_request=1")
 
 
 def _check_client_options(options: dict[str, Any]) -> None:

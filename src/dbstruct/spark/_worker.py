@@ -20,12 +20,15 @@ from typing import Any
 
 import pandas as pd
 
+from dbstruct._many import PackCollector
+from dbstruct._packing import PackRow
 from dbstruct._rate_control import worker_limiter
 from dbstruct.errors import ConfigurationError
 from dbstruct.spark._prompt import Rendered, as_messages
 from dbstruct.spark._request_window import LoopThread, Request, stream
 from dbstruct.spark._result_column import RowResult, describe_error, frame
 from dbstruct.spark._udf_spec import UdfSpec
+from dbstruct.worker_settings import CONCURRENCY_RANGE
 
 __all__ = ["run_partition"]
 
@@ -42,6 +45,7 @@ class _Runtime:
         self.pid = os.getpid()
         self.loop = LoopThread("dbstruct-udf-loop")
         self.clients: OrderedDict[str, Any] = OrderedDict()
+        self.collectors: dict[str, PackCollector] = {}
 
     def client(self, spec: UdfSpec) -> Any:
         client = self.clients.get(spec.id)
@@ -49,10 +53,19 @@ class _Runtime:
             client = self.loop.run(_open_client(spec))
             self.clients[spec.id] = client
             while len(self.clients) > _MAX_CLIENTS:
-                _, old = self.clients.popitem(last=False)
+                old_id, old = self.clients.popitem(last=False)
+                self.collectors.pop(old_id, None)
                 self.loop.submit(old.close())
         self.clients.move_to_end(spec.id)
         return client
+
+    def collector(self, spec: UdfSpec, client: Any) -> PackCollector:
+        """The worker's packer for ``spec`` (built on the loop: it owns a semaphore)."""
+        collector = self.collectors.get(spec.id)
+        if collector is None:
+            collector = self.loop.run(_open_collector(spec, client))
+            self.collectors[spec.id] = collector
+        return collector
 
 
 _LOCK = threading.Lock()
@@ -91,26 +104,42 @@ async def _open_client(spec: UdfSpec) -> Any:
     return client
 
 
+async def _open_collector(spec: UdfSpec, client: Any) -> PackCollector:
+    settings = spec.settings
+    return PackCollector(
+        client, spec.response_model, settings.rows_per_request, settings.concurrency
+    )
+
+
 def run_partition(spec: UdfSpec, batches: Iterator[Any]) -> Iterator[pd.DataFrame]:
     """The body of the pandas UDF: Series batches in, struct DataFrames out, same rows."""
     runtime = _runtime()
+    settings = spec.settings
+    packing = settings.rows_per_request > 1
     with _LOCK:
         client = runtime.client(spec)
+        collector = runtime.collector(spec, client) if packing else None
     tally = _Tally(spec)
 
-    async def call(rendered: Rendered) -> RowResult:
-        outcome = await client.extract(
-            response_model=spec.response_model, messages=as_messages(rendered)
-        )
+    async def call(row: Rendered | PackRow) -> RowResult:
+        if isinstance(row, PackRow):
+            assert collector is not None
+            outcome = await collector.extract(row)
+        else:
+            outcome = await client.extract(
+                response_model=spec.response_model, messages=as_messages(row)
+            )
         return RowResult.of(outcome)
 
-    requests = (_requests(spec, columns) for columns in batches)
+    requests = (_requests(spec, columns, packing) for columns in batches)
+    # rows in flight: enough to fill `concurrency` packs of `rows_per_request`
+    in_flight = min(settings.concurrency * settings.rows_per_request, CONCURRENCY_RANGE[1])
     outputs = stream(
         requests,
         call,
         loop=runtime.loop,
-        concurrency=spec.settings.concurrency,
-        buffer_rows=spec.settings.read_ahead_rows,
+        concurrency=in_flight,
+        buffer_rows=max(settings.read_ahead_rows, 2 * in_flight),
         share=RowResult.shared,
     )
     try:
@@ -122,8 +151,9 @@ def run_partition(spec: UdfSpec, batches: Iterator[Any]) -> Iterator[pd.DataFram
     tally.summary()
 
 
-def _requests(spec: UdfSpec, columns: Any) -> list[Request | None]:
-    """One request per row; None for rows whose values are all null or blank."""
+def _requests(spec: UdfSpec, columns: Any, packing: bool) -> list[Request | None]:
+    """One request per row; None for rows whose values are all null or blank. Packed: a
+    :class:`PackRow` where the row can share a request (else its rendered messages)."""
     series: Sequence[Any] = columns if isinstance(columns, tuple) else (columns,)
     for position, s in enumerate(series, start=1):
         _check_strings(spec.name, position, s)
@@ -133,8 +163,10 @@ def _requests(spec: UdfSpec, columns: Any) -> list[Request | None]:
         if all(t is None or not t.strip() for t in texts):
             out.append(None)
             continue
-        rendered = spec.prompt.render(texts)
-        out.append(Request(key=rendered, payload=rendered))
+        row: Rendered | PackRow | None = spec.prompt.pack_row(texts) if packing else None
+        if row is None:
+            row = spec.prompt.render(texts)
+        out.append(Request(key=row, payload=row))
     return out
 
 

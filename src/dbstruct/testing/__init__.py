@@ -26,13 +26,25 @@ Fault markers, written anywhere in a message's text (one row of a Spark column, 
 
 KIND is one of :data:`FAULT_KINDS`. The same kinds take rates in
 ``configure(faults={"500": 0.05}, seed=7)`` and are :class:`Fault` script items.
+
+Packed requests (several rows in one request, dbstruct's own protocol) are answered as a list
+of entries by id; ``[[pack:KIND]]`` in an item's text, or ``configure(pack_faults={"drop":
+0.1})``, injects one of :data:`PACK_FAULT_KINDS` into the answer (see ``_packs``).
 """
 
 from __future__ import annotations
 
-from dbstruct.testing._config import FAULT_KINDS, EmulatorConfig
+from dbstruct.testing._config import FAULT_KINDS, PACK_FAULT_KINDS, EmulatorConfig
 from dbstruct.testing._emulator import Emulator
 from dbstruct.testing._scripted import Fault, Reply
 from dbstruct.testing._state import Stats
 
-__all__ = ["FAULT_KINDS", "Emulator", "EmulatorConfig", "Fault", "Reply", "Stats"]
+__all__ = [
+    "FAULT_KINDS",
+    "PACK_FAULT_KINDS",
+    "Emulator",
+    "EmulatorConfig",
+    "Fault",
+    "Reply",
+    "Stats",
+]

@@ -42,10 +42,11 @@ from typing import Any
 
 from dbstruct.testing._catalog import served_model
 from dbstruct.testing._families import family_of
+from dbstruct.testing._packs import Pack, PackPlan, read_pack
 from dbstruct.testing._request_text import Hints, estimate_tokens, find_schema, wants_fence
 from dbstruct.testing._synth import Synth, break_value
 
-__all__ = ["Shape", "build_completion", "plan_shape", "stream_events"]
+__all__ = ["Shape", "build_completion", "packed_request", "plan_shape", "stream_events"]
 
 REFUSAL_TEXT = "I'm sorry, but I can't help with that request."
 _GENERIC = {
@@ -98,6 +99,13 @@ def plan_shape(body: dict[str, Any]) -> Shape:
     return Shape("fenced" if wants_fence(messages) else "text")
 
 
+def packed_request(body: dict[str, Any]) -> Pack | None:
+    """The pack a request asks for (several rows, see :mod:`dbstruct.testing._packs`), read
+    from the schema its answer goes in (the first call's); None for an ordinary request."""
+    shape = plan_shape(body)
+    return read_pack(body["messages"], shape.calls[0].schema if shape.calls else shape.schema)
+
+
 @dataclass
 class Built:
     """The assistant message before serialisation, and why it finished."""
@@ -108,12 +116,20 @@ class Built:
 
 
 class _Builder:
-    def __init__(self, body: dict[str, Any], endpoint: str, rng: random.Random, hints: Hints):
+    def __init__(
+        self,
+        body: dict[str, Any],
+        endpoint: str,
+        rng: random.Random,
+        hints: Hints,
+        pack: tuple[PackPlan, int] | None = None,
+    ):
         self.body = body
         self.endpoint = endpoint
         self.rng = rng
         self.hints = hints
         self.shape = plan_shape(body)
+        self.pack = pack  # a packed request's plan and this choice's index
 
     # ------------------------------------------------------------ values
 
@@ -133,7 +149,11 @@ class _Builder:
             pairs = []
             schemas = []
             for name, schema in targets:
-                pairs.append((name, Synth(schema, self.rng, self.hints).value(schema)))
+                if self.pack is not None and not pairs:  # the list of entries, by id
+                    value = self.pack[0].answer(self.pack[1]).value
+                else:
+                    value = Synth(schema, self.rng, self.hints).value(schema)
+                pairs.append((name, value))
                 schemas.append(schema)
         calls = shape.kind in ("tools", "function")
         if fault == "invalid" or (fault == "wrong_tool" and not calls):
@@ -292,18 +312,21 @@ def build_completion(
     source: dict[str, Any] | None,
     fault: str | None,
     prompt_tokens: int,
+    pack: PackPlan | None = None,
 ) -> tuple[dict[str, Any], int]:
     """The completion body and its completion-token count (of all its choices).
 
     Values are drawn from ``seed`` (the request's content), so the same request gets the same
     values; each of ``n`` choices draws from its own seed, so choices differ where the schema
-    allows. Ids are new for every answer, as a real endpoint's are.
+    allows. Ids are new for every answer, as a real endpoint's are. A packed request
+    (``pack``) is answered with its plan's entries, each choice's own.
     """
     choices = []
     completion_tokens = 0
     for index in range(max(1, int(body.get("n") or 1))):
         rng = random.Random(seed if index == 0 else f"{seed}:{index}")
-        built = _Builder(body, endpoint, rng, hints).build(source, fault)
+        plan = (pack, index) if pack is not None else None
+        built = _Builder(body, endpoint, rng, hints, plan).build(source, fault)
         if fault != "oversized":  # a runaway answer: max_tokens unset or set far too high
             built = _apply_max_tokens(built, body)
         if built.message is None:  # the "empty" fault: "choices": []

@@ -6,7 +6,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["FAULT_KINDS", "OUTPUT_FAULTS", "EmulatorConfig"]
+__all__ = ["FAULT_KINDS", "OUTPUT_FAULTS", "PACK_FAULT_KINDS", "EmulatorConfig"]
 
 #: every fault kind, for rates (``faults={"429": 0.1}``), markers and :class:`Fault`
 FAULT_KINDS = (
@@ -31,6 +31,18 @@ FAULT_KINDS = (
 #: the kinds that still answer 200 (the model's output is what is wrong)
 OUTPUT_FAULTS = frozenset(
     {"malformed", "invalid", "length", "refusal", "empty", "wrong_tool", "oversized"}
+)
+
+#: faults in the answer to a packed request (several rows in one request, dbstruct's own
+#: protocol: see dbstruct.testing._packs), for ``pack_faults`` rates and ``[[pack:KIND]]``
+PACK_FAULT_KINDS = (
+    "drop",  # one entry missing
+    "duplicate",  # one entry twice, the copy with other values
+    "unknown_id",  # one entry's id not one of the request's
+    "swap",  # two entries exchange ids (their echoes stay with their values)
+    "truncate",  # the list ends after half its entries
+    "single",  # only the first id's entry
+    "invalid_item",  # one entry with a field that breaks its schema
 )
 
 # https://docs.databricks.com/aws/en/machine-learning/model-serving/model-serving-limits
@@ -63,6 +75,8 @@ class EmulatorConfig:
     otpm: int | None = None
     #: fraction of requests that get each fault kind, drawn with ``seed``
     faults: dict[str, float] = field(default_factory=dict)
+    #: fraction of packed requests that get each packing fault kind, drawn with ``seed``
+    pack_faults: dict[str, float] = field(default_factory=dict)
     seed: int = 0
     #: seconds announced in 429s (Retry-After / RetryInfo) for injected 429s
     retry_after: float = 1.0
@@ -107,6 +121,12 @@ class EmulatorConfig:
             raise ValueError(f"unknown fault kinds {bad}; known: {list(FAULT_KINDS)}")
         if any(not 0 <= r <= 1 for r in self.faults.values()) or sum(self.faults.values()) > 1:
             raise ValueError("fault rates must be in [0, 1] and sum to at most 1")
+        bad = sorted(set(self.pack_faults) - set(PACK_FAULT_KINDS))
+        if bad:
+            raise ValueError(f"unknown pack fault kinds {bad}; known: {list(PACK_FAULT_KINDS)}")
+        rates = self.pack_faults.values()
+        if any(not 0 <= r <= 1 for r in rates) or sum(rates) > 1:
+            raise ValueError("pack fault rates must be in [0, 1] and sum to at most 1")
         if not 0 <= self.tail <= 1:
             raise ValueError("tail is a fraction of requests, in [0, 1]")
         for name in ("latency", "tail_factor", "retry_after", "timeout_hold", "token_ttl"):
@@ -127,6 +147,7 @@ def _normalised(changes: dict[str, Any]) -> dict[str, Any]:
     if out.get("endpoints") is not None:
         value = out["endpoints"]
         out["endpoints"] = [value] if isinstance(value, str) else list(value)
-    if "faults" in out:
-        out["faults"] = {str(k): float(v) for k, v in dict(out["faults"] or {}).items()}
+    for key in ("faults", "pack_faults"):
+        if key in out:
+            out[key] = {str(k): float(v) for k, v in dict(out[key] or {}).items()}
     return out

@@ -27,7 +27,7 @@ from typing import Any
 
 from aiohttp import web
 
-from dbstruct.testing._answer import build_completion, stream_events
+from dbstruct.testing._answer import build_completion, packed_request, stream_events
 from dbstruct.testing._catalog import FOUNDATION_ENDPOINTS, describe
 from dbstruct.testing._config import FAULT_KINDS, OUTPUT_FAULTS, EmulatorConfig
 from dbstruct.testing._error_bodies import (
@@ -42,6 +42,7 @@ from dbstruct.testing._error_bodies import (
     server_error,
 )
 from dbstruct.testing._oauth import add_oauth_routes
+from dbstruct.testing._packs import PackPlan, plan_pack
 from dbstruct.testing._request_text import hints_from, parse_markers, prompt_tokens
 from dbstruct.testing._scripted import check_wire
 from dbstruct.testing._state import State, Stats
@@ -186,6 +187,7 @@ class ChatHandler:
             raise server_error(504)
         if fault == "drop":
             _drop(request)
+        plan = self._pack_plan(body, digest)
         completion, completion_tokens = build_completion(
             body,
             endpoint,
@@ -194,7 +196,14 @@ class ChatHandler:
             source=decision.source,
             fault=fault if fault in OUTPUT_FAULTS else None,
             prompt_tokens=prompt,
+            pack=plan,
         )
+        if plan is not None and decision.source is None and fault not in ("empty", "refusal"):
+            answer = plan.answer()
+            stats.packed_requests += 1
+            stats.packed_items += answer.answered
+            for kind in answer.applied:
+                _bump(stats.by_pack_fault, kind)
         stats.prompt_tokens += prompt
         stats.completion_tokens += completion_tokens
         otpm = state.bucket(endpoint, "otpm")
@@ -203,6 +212,16 @@ class ChatHandler:
         if body.get("stream"):
             return await _stream(request, completion, body)
         return web.Response(body=json.dumps(completion).encode(), content_type="application/json")
+
+    def _pack_plan(self, body: dict[str, Any], digest: int) -> PackPlan | None:
+        """A packed request's answer plan (its faults by marker and by ``pack_faults``)."""
+        pack = packed_request(body)
+        if pack is None:
+            return None
+        state, key = self.state, f"{digest:x}"
+        rates = state.config.pack_faults
+        attempt = state.attempt(f"k{key}") if rates else 0
+        return plan_pack(pack, rates, lambda salt: state.draw(salt, key, attempt), digest)
 
     def _decide(self, body: dict[str, Any], endpoint: str, digest: int) -> _Decision:
         """Which fault (if any) and which scripted answer (if any) this request gets."""

@@ -39,6 +39,12 @@ class Stats:
     in_flight: int = 0
     max_in_flight: int = 0
     oauth_tokens_issued: int = 0
+    #: packed requests answered with a list of entries (not with an HTTP error, a scripted
+    #: answer, a refusal or an empty answer), and how many of their items got an entry
+    packed_requests: int = 0
+    packed_items: int = 0
+    #: packing faults injected, by kind (dbstruct.testing._config.PACK_FAULT_KINDS)
+    by_pack_fault: dict[str, int] = field(default_factory=dict)
 
     @property
     def total_tokens(self) -> int:
@@ -60,6 +66,9 @@ class Stats:
             "in_flight": self.in_flight,
             "max_in_flight": self.max_in_flight,
             "oauth_tokens_issued": self.oauth_tokens_issued,
+            "packed_requests": self.packed_requests,
+            "packed_items": self.packed_items,
+            "by_pack_fault": dict(self.by_pack_fault),
         }
 
     @classmethod
