@@ -94,8 +94,7 @@ class ClientBase(Generic[C]):
         # the same recipe as dbstruct.cache.request_key, so a table cache's keys match ours
         request = chat_request(self.mode, target, messages, {**self.defaults, **kwargs}, endpoint)
         check_size(request, endpoint)
-        window = self.max_context_tokens
-        check_context(request, endpoint, context_window(endpoint) if window == "auto" else window)
+        check_context(request, endpoint, self.context_limit(endpoint))
         policy = self.policy
         if max_retries is not None:
             policy = replace(policy, max_retries=max_retries)
@@ -113,6 +112,11 @@ class ClientBase(Generic[C]):
             strict_refused=strict_refused,
         )
         return _Call(steps, target, endpoint, key, validation_context)
+
+    def context_limit(self, endpoint: str) -> int | None:
+        """The prompt tokens (estimated) a request to ``endpoint`` may take; None: no check."""
+        window = self.max_context_tokens
+        return context_window(endpoint) if window == "auto" else window
 
     def _strict_plan(
         self, request: dict[str, Any], endpoint: str

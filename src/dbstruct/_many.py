@@ -46,7 +46,7 @@ from dbstruct._packing import (
     read_pack,
     share,
 )
-from dbstruct._request_checks import check_context, check_size, context_window
+from dbstruct._request_checks import check_context, check_size
 from dbstruct._retry import Outcome, Send, Sleep, attempts
 from dbstruct.errors import (
     BadRequestError,
@@ -164,10 +164,7 @@ class ManyCall:
         body = build_schema_request(client.mode, schema.for_count(n), messages)
         request = {**fields, **body, "model": self.endpoint}
         check_size(request, self.endpoint)
-        window = client.max_context_tokens
-        check_context(
-            request, self.endpoint, context_window(self.endpoint) if window == "auto" else window
-        )
+        check_context(request, self.endpoint, client.context_limit(self.endpoint))
         request, strict_refused = client._strict_plan(request, self.endpoint)
         limit = client.max_answer_bytes
         bytes_limit = None if limit is None else limit * n
