@@ -348,12 +348,27 @@ async def _run_alone(
     many.resent(index, alone)
 
 
+class _Gate(asyncio.Semaphore):
+    """A semaphore that tells its owner each time a slot frees."""
+
+    def __init__(self, value: int, on_release: Callable[[], None]) -> None:
+        super().__init__(value)
+        self._on_release = on_release
+
+    def release(self) -> None:
+        super().release()
+        self._on_release()
+
+
 class PackCollector:
     """Rows arriving one at a time (``await extract(row)``), sent in packs of up to ``k``.
 
     A pack leaves as soon as ``k`` rows wait, or on the event loop's next turn with what has
-    arrived by then: rows handed over together (a Spark batch) share packs, and a lone row
-    waits for nothing. At most ``concurrency`` requests are in flight.
+    arrived by then, so rows handed over together (a Spark batch) share packs. While all
+    ``concurrency`` request slots are busy a smaller pack would only wait for one, so the rows
+    keep gathering until a slot frees: otherwise every row sent again alone, when it ends,
+    frees room for one new row that would go alone too, and a run with faults drifts towards
+    one row per request. A lone row waits for nothing when a slot is free.
     """
 
     def __init__(
@@ -368,7 +383,7 @@ class PackCollector:
         self.model = response_model
         self.k = k
         self.kwargs = dict(kwargs or {})
-        self._gate = asyncio.Semaphore(concurrency)
+        self._gate = _Gate(concurrency, self._released)
         self._waiting: list[tuple[PackRow, asyncio.Future[Outcome]]] = []
         self._flush_soon = False
         self._tasks: set[asyncio.Task[None]] = set()
@@ -383,8 +398,18 @@ class PackCollector:
             asyncio.get_running_loop().call_soon(self._flush)
         return await future
 
+    def _released(self) -> None:
+        if self._waiting and not self._flush_soon:
+            self._flush_soon = True
+            # two turns later: the rows of the request that just ended are answered in this
+            # turn, and the rows that take their places arrive in the next
+            loop = asyncio.get_running_loop()
+            loop.call_soon(loop.call_soon, self._flush)
+
     def _flush(self) -> None:
         self._flush_soon = False
+        if len(self._waiting) < self.k and self._gate.locked():
+            return  # no free slot: keep gathering until one frees (_released)
         waiting, self._waiting = self._waiting, []
         if not waiting:
             return

@@ -16,6 +16,7 @@ from pydantic import BaseModel, Field, create_model
 
 import dbstruct
 from dbstruct import Mode
+from dbstruct._many import PackCollector
 from dbstruct._packing import PackRow, echo_words, pack_schema, plan_packs, read_pack, share
 from dbstruct.cache import DiskCache
 from dbstruct.errors import ConfigurationError, RowsFailedError, SchemaError
@@ -312,6 +313,37 @@ def test_async_extract_many_runs_packs_at_once(emu: Emulator) -> None:
     people = asyncio.run(run())
     assert [p.age for p in people] == expected(rows)
     assert emu.stats().max_in_flight == 4
+
+
+def _items(body: dict[str, Any]) -> int:
+    return len(re.findall(r"<item id=\"\d+\">", body["messages"][-1]["content"])) or 1
+
+
+def test_the_collector_gathers_rows_while_every_slot_is_busy(emu: Emulator) -> None:
+    # a Spark worker hands rows over as earlier rows end; rows that arrive one at a time
+    # while the only slot is busy must share the next pack, not each take a request
+    emu.configure(latency=0.3)
+    rows = [PackRow((), "Extract.", t) for t in texts(8)]
+
+    async def run() -> list[Any]:
+        client = dbstruct.from_provider(
+            "databricks/any", base_url=emu.base_url, api_key=emu.token, async_client=True
+        )
+        async with client:
+            collector = PackCollector(client, Person, k=4, concurrency=1)
+            first = [asyncio.ensure_future(collector.extract(r)) for r in rows[:4]]
+            later = []
+            for row in rows[4:7]:  # one at a time, while the first pack is in flight
+                await asyncio.sleep(0.02)
+                later.append(asyncio.ensure_future(collector.extract(row)))
+            done = await asyncio.gather(*first, *later)
+            # a lone row with the slot free waits for nothing
+            done.append(await asyncio.wait_for(collector.extract(rows[7]), 2.0))
+            return done
+
+    outcomes = asyncio.run(run())
+    assert ages(outcomes) == expected([r.text for r in rows])
+    assert [_items(b) for b in emu.requests] == [4, 3, 1]
 
 
 def test_bad_arguments_are_refused_before_sending(
