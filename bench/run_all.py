@@ -1,6 +1,7 @@
 """Every dbstruct benchmark in one run, printed as one table: measured value, target, pass/fail.
 
-    python bench/run_all.py [--quick] [--only client worker tokens spark rate packing memory]
+    python bench/run_all.py [--quick] [--only client worker tokens spark rate packing plan
+                            memory]
                             [--json out.json]
 
 Sections, in this order (the CPU-sensitive ones first, before any JVM is started):
@@ -16,6 +17,8 @@ Sections, in this order (the CPU-sensitive ones first, before any JVM is started
 - rate: utilisation of an endpoint's rate limit (bench/rate_limit.py, when present)
 - packing: several rows per request: tokens per row at k = 1, 4, 8, 16, rows/s under a QPS
   limit and at fixed latency, packing faults (bench/packing.py)
+- plan: `dbstruct plan` against the run that follows it (with and without a pilot, 1 and 8
+  rows per request), and a budget of half a run (bench/plan_budget.py)
 - memory: Python worker peak memory at 10k vs 100k rows (bench/worker_memory.py)
 
 Ratios are measured side by side in one run, never against numbers from another day. A section
@@ -46,7 +49,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the sibling bench modules
 
-SECTIONS = ("client", "worker", "tokens", "spark", "rate", "packing", "memory")
+SECTIONS = ("client", "worker", "tokens", "spark", "rate", "packing", "plan", "memory")
 
 
 @dataclass
@@ -253,6 +256,14 @@ def packing_rows(s: Settings, raw: dict[str, Any]) -> list[Row]:
     return [Row("packing", *row) for row in packing.rows_of(result)]
 
 
+def plan_rows(s: Settings, raw: dict[str, Any]) -> list[Row]:
+    import plan_budget
+
+    result = plan_budget.measure(rows=120 if s.quick else 300, pilot=12 if s.quick else 30)
+    raw["plan"] = result
+    return [Row("plan", *row) for row in plan_budget.rows_of(result)]
+
+
 def memory_rows(s: Settings, raw: dict[str, Any]) -> list[Row]:
     import worker_memory
 
@@ -290,6 +301,7 @@ RUNNERS: dict[str, Callable[[Settings, dict[str, Any]], list[Row]]] = {
     "spark": spark_rows,
     "rate": rate_rows,
     "packing": packing_rows,
+    "plan": plan_rows,
     "memory": memory_rows,
 }
 

@@ -18,6 +18,7 @@ from dbstruct.client import AsyncStructuredClient, StructuredClient
 from dbstruct.errors import (
     AuthenticationError,
     BadRequestError,
+    BudgetReachedError,
     ConfigurationError,
     DbstructError,
     EndpointError,
@@ -49,6 +50,7 @@ __all__ = [
     "AsyncStructuredClient",
     "AuthenticationError",
     "BadRequestError",
+    "BudgetReachedError",
     "ConfigurationError",
     "DbstructError",
     "EndpointError",

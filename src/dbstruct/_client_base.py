@@ -111,7 +111,7 @@ class ClientBase(Generic[C]):
             max_answer_bytes=self.max_answer_bytes,
             strict_refused=strict_refused,
         )
-        return _Call(steps, target, endpoint, key, validation_context)
+        return _Call(steps, target, endpoint, key, validation_context, request)
 
     def context_limit(self, endpoint: str) -> int | None:
         """The prompt tokens (estimated) a request to ``endpoint`` may take; None: no check."""
@@ -187,6 +187,8 @@ class _Call:
     endpoint: str
     key: str | None
     context: Any
+    #: the request its first attempt sends (``dbstruct plan`` counts its tokens)
+    request: dict[str, Any]
 
 
 #: create()'s own parameters, suggested with the request fields for a misspelt keyword

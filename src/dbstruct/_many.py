@@ -63,7 +63,7 @@ from dbstruct.usage import Usage
 if TYPE_CHECKING:
     from dbstruct._client_base import ClientBase
 
-__all__ = ["ManyCall", "PackCollector", "run_many", "run_many_async"]
+__all__ = ["ManyCall", "PackCollector", "run_many", "run_many_async", "share_prompt"]
 
 Steps = Generator[Send | Sleep, Any, Outcome]
 _SCALED = ("max_tokens", "max_completion_tokens")  # per-row budgets, times the pack's rows
@@ -76,6 +76,8 @@ class Pack:
 
     indexes: list[int]
     steps: Steps
+    #: the request its first attempt sends (``dbstruct plan`` counts its tokens)
+    request: dict[str, Any]
     echo: int = 0
 
     @property
@@ -138,21 +140,31 @@ class ManyCall:
         self._todo = []
         return out
 
+    def first_requests(self) -> list[tuple[list[int], dict[str, Any]]]:
+        """The requests :meth:`packs` would send first, each with the rows it carries, sending
+        nothing (``dbstruct plan`` counts their tokens); rows settled already carry none."""
+        planned = []
+        for pack in self.packs():
+            pack.steps.close()
+            planned.append((pack.indexes, pack.request))
+        return planned
+
     def _fitting(self, indexes: list[int]) -> list[Pack]:
         """``indexes`` as one pack, or halves of it while it is over a request's limits."""
         if len(indexes) == 1:
-            return [Pack(indexes, self._calls[indexes[0]].steps)]
+            call = self._calls[indexes[0]]
+            return [Pack(indexes, call.steps, call.request)]
         rows = [self.rows[i] for i in indexes]
         echo = echo_words(rows)
         assert echo is not None and self.schema is not None  # plan_packs keeps rows apart
         try:
-            steps = self._pack_steps(rows, echo)
+            steps, request = self._pack_steps(rows, echo)
         except InputError:
             half = len(indexes) // 2
             return self._fitting(indexes[:half]) + self._fitting(indexes[half:])
-        return [Pack(indexes, steps, echo)]
+        return [Pack(indexes, steps, request, echo)]
 
-    def _pack_steps(self, rows: list[PackRow], echo: int) -> Steps:
+    def _pack_steps(self, rows: list[PackRow], echo: int) -> tuple[Steps, dict[str, Any]]:
         client, schema = self.client, self.schema
         assert schema is not None
         n = len(rows)
@@ -166,6 +178,7 @@ class ManyCall:
         check_size(request, self.endpoint)
         check_context(request, self.endpoint, client.context_limit(self.endpoint))
         request, strict_refused = client._strict_plan(request, self.endpoint)
+        sent = request
         limit = client.max_answer_bytes
         bytes_limit = None if limit is None else limit * n
         context = self.context
@@ -192,7 +205,7 @@ class ManyCall:
             strict_refused=strict_refused,
             read=read,
             stop=_resend_alone,
-        )
+        ), sent
 
     # ---- settling ---------------------------------------------------------------------
 
@@ -204,10 +217,7 @@ class ManyCall:
         """Record a pack's outcome; the rows to send again alone, with their retries left."""
         rows = [self.rows[i] for i in pack.indexes]
         answer: PackAnswer | None = outcome.value if outcome.ok else None
-        overhead = max(outcome.usage.prompt_tokens - sum(len(r.text) / 4 for r in rows), 0.0)
-        prompt = share(
-            outcome.usage.prompt_tokens, [len(r.text) / 4 + overhead / len(rows) for r in rows]
-        )
+        prompt = share_prompt(outcome.usage.prompt_tokens, rows)
         sizes = answer.sizes if answer is not None else [0] * len(rows)
         completion = share(outcome.usage.completion_tokens, [float(s) for s in sizes])
         again: list[tuple[int, int]] = []
@@ -280,6 +290,13 @@ class ManyCall:
         if missing:  # pragma: no cover - every row settles; a bug otherwise
             raise RuntimeError(f"rows {missing[:5]} never settled")
         return [o for o in self.outcomes if o is not None]
+
+
+def share_prompt(tokens: int, rows: Sequence[PackRow]) -> list[int]:
+    """A pack's prompt tokens shared among its rows: each its text (about 4 characters a
+    token) and an equal part of the rest (the shared messages, the schema)."""
+    overhead = max(tokens - sum(len(r.text) / 4 for r in rows), 0.0)
+    return share(tokens, [len(r.text) / 4 + overhead / len(rows) for r in rows])
 
 
 def _resend_alone(error: DbstructError | None) -> bool:

@@ -27,6 +27,8 @@ examples:
       a local serving emulator whose answers are made up (without the --set: all 1,200)
   dbstruct run conf/demo.yml --set emulator=false --set model=databricks/<your-endpoint>
       the same job against a workspace: set DATABRICKS_HOST and DATABRICKS_TOKEN first
+  dbstruct plan --set source.limit=300 --pilot 30
+      what the demo's first 300 tickets take in tokens, cost and time (30 really sent)
   dbstruct emulator --port 0 --latency 0.05
       a local stand-in for Databricks serving endpoints, on a free port (prints its URL)
   dbstruct run --help
@@ -56,6 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", title="commands")
     subparsers.required = True
     _add_run(subparsers)
+    _add_plan(subparsers)
     _add_emulator(subparsers)
     return parser
 
@@ -82,6 +85,22 @@ def _add_run(subparsers: Any) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     add_run_arguments(p)  # sets func
+
+
+# ---------------------------------------------------------------- dbstruct plan
+
+
+def _add_plan(subparsers: Any) -> None:
+    from dbstruct.jobs._plan_main import PLAN_DESCRIPTION, PLAN_EXAMPLES, add_plan_arguments
+
+    p = subparsers.add_parser(
+        "plan",
+        help="a run's rows, tokens, cost and time, before it starts",
+        description=PLAN_DESCRIPTION,
+        epilog=PLAN_EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    add_plan_arguments(p)  # sets func
 
 
 # ---------------------------------------------------------------- dbstruct emulator

@@ -5,6 +5,7 @@ error status means.
     ├── ConfigurationError          bad arguments, missing credentials, bad conf files
     │   └── WrongTypeError          an argument of the wrong type (also a TypeError)
     ├── JobStoppedError             a job stopped early: the endpoint refused its rows
+    │   └── BudgetReachedError      a job stopped early: the rest would not fit its budget
     ├── SchemaError                 a model dbstruct cannot turn into an accepted schema, or
     │   │                           cannot ask for in the client's mode (also a TypeError)
     │   └── SchemaMappingError      a model field with no Spark type (dbstruct.spark)
@@ -48,6 +49,7 @@ __all__ = [
     "STATUS_ERRORS",
     "AuthenticationError",
     "BadRequestError",
+    "BudgetReachedError",
     "ConfigurationError",
     "DbstructError",
     "EndpointError",
@@ -97,6 +99,12 @@ class JobStoppedError(DbstructError):
         super().__init__(message)
         self.done = done
         self.summary: Any = None
+
+
+class BudgetReachedError(JobStoppedError):
+    """A job stopped before its end because the next rows would not fit the job file's
+    ``budget:``; what was done is committed, and a rerun continues where it stopped.
+    ``summary.budget`` holds what the rest would cost (set by :func:`dbstruct.jobs.run_job`)."""
 
 
 class SchemaError(DbstructError, TypeError):

@@ -21,6 +21,7 @@ from dbstruct.errors import ConfigurationError
 from dbstruct.jobs._main import EXAMPLES as RUN_EXAMPLES
 from dbstruct.jobs._main import real_workspace_hint
 from tests.e2e.test_newcomer import COMMANDS as RUN_BY_THE_NEWCOMER_TEST
+from tests.spark.test_plan import COMMANDS as PLAN_COMMANDS
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
@@ -63,15 +64,18 @@ def test_help_lists_the_commands_with_examples_in_plain_text(
 def test_run_help(flag: str, capsys: pytest.CaptureFixture[str]) -> None:
     text = help_of(["run", flag], capsys)
     assert text.startswith("usage: dbstruct run [-h] [--set KEY=VALUE]")
-    assert "CONF             the job file (YAML); default: the demo" in text
+    assert re.search(r"^  CONF +the job file \(YAML\); default: the demo$", text, re.M)
+    assert re.search(
+        r"^  --summary-json FILE +also write the run's summary to FILE as JSON", text, re.M
+    )
     assert RUN_EXAMPLES in text and "Exit status: 0 done" in text
 
 
 def test_every_command_the_help_shows_is_run_by_a_test(capsys: pytest.CaptureFixture[str]) -> None:
-    shown = help_of(["--help"], capsys) + help_of(["run", "--help"], capsys)
+    shown = "".join(help_of([*c, "--help"], capsys) for c in ([], ["run"], ["plan"]))
     commands = {m.strip() for m in re.findall(r"^  (dbstruct .+)$", shown, re.M)}
-    assert commands <= {EMULATOR, *RUN_BY_THE_NEWCOMER_TEST}
-    assert commands >= {EMULATOR, *RUN_BY_THE_NEWCOMER_TEST[1:4]}
+    assert commands <= {EMULATOR, *RUN_BY_THE_NEWCOMER_TEST, *PLAN_COMMANDS}
+    assert commands >= {EMULATOR, *RUN_BY_THE_NEWCOMER_TEST[1:4], *PLAN_COMMANDS}
 
 
 def test_run_takes_options_before_and_after_the_job_file() -> None:

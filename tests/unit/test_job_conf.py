@@ -256,6 +256,110 @@ def test_oauth_m2m_from_secret_references_against_the_emulator(
         assert creds.token() and emu.stats().oauth_tokens_issued >= 1
 
 
+# ---------------------------------------------------------------- pricing, budget, limits
+
+LLAMA = "databricks/databricks-meta-llama-3-3-70b-instruct"
+USD = {"input_usd_per_million": 0.5, "output_usd_per_million": 1.5}
+
+
+def test_price_budget_and_endpoint_limits_in_their_good_forms() -> None:
+    plain = parse_config(good())
+    assert plain.price is None and plain.budget is None and plain.endpoint_limits is None
+    builtin = parse_config(with_({"model": LLAMA, "budget": {"max_cost_usd": 2}}))
+    assert builtin.price is not None and builtin.price.origin == "built-in"
+    assert builtin.budget is not None and builtin.budget.max_cost_usd == 2.0
+    conf = parse_config(
+        with_(
+            {
+                "pricing": USD,
+                "budget": {"max_tokens": 1000, "max_cost_usd": 0.25},
+                "endpoint_limits": {
+                    "qps": 2.5,
+                    "input_tokens_per_minute": 200_000,
+                    "output_tokens_per_minute": 20_000,
+                    "tokens_per_second": 900,
+                },
+            }
+        )
+    )
+    assert conf.price is not None and conf.price.origin == "conf"
+    assert conf.price.cost_usd(1_000_000, 1_000_000) == 2.0
+    assert conf.budget is not None and conf.budget.max_tokens == 1000
+    assert conf.endpoint_limits is not None and conf.endpoint_limits.qps == 2.5
+    assert conf.endpoint_limits.tokens_per_second == 900
+    dbu = parse_config(with_({"model": LLAMA, "pricing": {"usd_per_dbu": 0.1}})).price
+    assert dbu is not None and dbu.usd_per_dbu == 0.1
+
+
+def test_budget_set_on_the_command_line(tmp_path: Path) -> None:
+    path = tmp_path / "job.yml"
+    path.write_text(yaml.safe_dump(good()), encoding="utf-8")
+    conf = load_config(path, ["budget.max_tokens=1000"])
+    assert conf.budget is not None and conf.budget.max_tokens == 1000
+    with pytest.raises(ConfigurationError) as info:
+        load_config(path, ["budget.max_token=1000"])
+    assert (
+        str(info.value) == "--set budget.max_token: unknown key; did you mean 'budget.max_tokens'?"
+    )
+
+
+@pytest.mark.parametrize("name", ["demo.yml", "tickets.yml"])
+def test_the_budget_and_pricing_the_shipped_files_suggest_are_valid(name: str) -> None:
+    lines = (ROOT / "conf" / name).read_text(encoding="utf-8").splitlines()
+    keys = [ln[2:].split("#")[0] for ln in lines if ln.startswith(("# budget:", "# pricing:"))]
+    assert keys and any(k.startswith("budget:") for k in keys)
+    conf = parse_config({**yaml.safe_load("\n".join(lines)), **yaml.safe_load("\n".join(keys))})
+    assert conf.budget is not None and conf.price is not None
+
+
+BAD_BUDGETS = [
+    (
+        {"budget": {"max_token": 5}},
+        "budget.max_token: unknown key; did you mean 'budget.max_tokens'?",
+    ),
+    ({"budget": {}}, "budget: give max_tokens, max_cost_usd or both"),
+    (
+        {"budget": {"max_tokens": 0}},
+        "budget.max_tokens: input should be greater than or equal to 1",
+    ),
+    ({"budget": {"max_tokens": "lots"}}, "budget.max_tokens: input should be a valid integer"),
+    ({"budget": {"max_cost_usd": 0}}, "budget.max_cost_usd: input should be greater than 0"),
+    (
+        {"budget": {"max_cost_usd": 5}},
+        "budget.max_cost_usd: no price is known for databricks/my-endpoint (not in the built-in "
+        "table); add pricing: {input_usd_per_million: ..., output_usd_per_million: ...}",
+    ),
+    (
+        {"pricing": {"input_usd_per_milion": 1}},
+        "pricing.input_usd_per_milion: unknown key; did you mean 'pricing.input_usd_per_million'?",
+    ),
+    ({"pricing": {"input_usd_per_million": 1}}, "pricing.output_usd_per_million: missing"),
+    (
+        {"pricing": {"input_usd_per_million": -1, "output_usd_per_million": 1}},
+        "pricing.input_usd_per_million: expected a finite number >= 0",
+    ),
+    ({"pricing": 5}, "pricing: input should be a valid dictionary, got 5"),
+    (
+        {"pricing": {"usd_per_dbu": 0.1}},
+        "pricing.usd_per_dbu: there is no built-in DBU rate for 'my-endpoint'",
+    ),
+    ({"endpoint_limits": {"qps": 0}}, "endpoint_limits.qps: input should be greater than 0"),
+    (
+        {"endpoint_limits": {"tokens_per_second": 0}},
+        "endpoint_limits.tokens_per_second: input should be greater than or equal to 1",
+    ),
+    (
+        {"endpoint_limits": {"qsp": 1}},
+        "endpoint_limits.qsp: unknown key; did you mean 'endpoint_limits.qps'?",
+    ),
+]
+
+
+@pytest.mark.parametrize(("change", "expected"), BAD_BUDGETS, ids=[e[:30] for _, e in BAD_BUDGETS])
+def test_a_bad_price_budget_or_limit_is_named(change: dict[str, Any], expected: str) -> None:
+    assert f"conf/x.yml: {expected}" in error_of(with_(change))
+
+
 # ---------------------------------------------------------------- summary and progress
 
 

@@ -1,12 +1,15 @@
-"""``dbstruct run [CONF] [--set key=value]...``: the job's command line and wheel entry point.
+"""``dbstruct run [CONF] [--set key=value]... [--summary-json FILE]``: the job's command line
+and wheel entry point.
 
-Exit status: 0 done, 1 error rate over ``max_error_rate``, 2 bad job file or settings.
+Exit status: 0 done, 1 error rate over ``max_error_rate``, 2 bad job file or settings (or the
+endpoint refused the rows), 3 stopped by the job file's ``budget:`` (a rerun continues).
 Without CONF it runs the demo (the bundled ``dbstruct/data/demo.yml``, as ``conf/demo.yml``).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import sys
@@ -14,12 +17,15 @@ from collections.abc import Sequence
 from importlib import resources
 from typing import TYPE_CHECKING, Any
 
-from dbstruct.errors import ConfigurationError, JobStoppedError
+from dbstruct.errors import BudgetReachedError, ConfigurationError, JobStoppedError
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
 
+    from dbstruct.jobs._progress import JobSummary
+
 __all__ = [
+    "add_job_file_arguments",
     "add_run_arguments",
     "build_parser",
     "demo_conf_path",
@@ -50,7 +56,8 @@ examples:
   dbstruct run conf/demo.yml --set emulator=false --set model=databricks/<your-endpoint>
       the same job against a workspace: set DATABRICKS_HOST and DATABRICKS_TOKEN first
 
-Exit status: 0 done, 1 error rate over max_error_rate, 2 bad job file or settings."""
+Exit status: 0 done, 1 error rate over max_error_rate, 2 bad job file or settings (or the
+endpoint refused the rows), 3 stopped by the job file's budget (a rerun continues)."""
 
 
 def demo_conf_path() -> str:
@@ -58,8 +65,8 @@ def demo_conf_path() -> str:
     return str(resources.files("dbstruct").joinpath("data/demo.yml"))
 
 
-def add_run_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    """Add ``dbstruct run``'s arguments to ``parser`` (also ``dbstruct``'s ``run`` parser)."""
+def add_job_file_arguments(parser: argparse.ArgumentParser) -> None:
+    """The job file and its ``--set`` overrides, as ``dbstruct run`` and ``plan`` take them."""
     parser.add_argument(
         "conf", nargs="?", metavar="CONF", help="the job file (YAML); default: the demo"
     )
@@ -72,9 +79,19 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParse
         help="set a key of the job file, e.g. --set target.mode=overwrite (repeatable; the "
         "value is read as YAML)",
     )
+
+
+def add_run_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """Add ``dbstruct run``'s arguments to ``parser`` (also ``dbstruct``'s ``run`` parser)."""
+    add_job_file_arguments(parser)
     parser.add_argument("--master", help="Spark master of a local session (default local[2])")
     parser.add_argument(
         "--rows", type=int, default=3, metavar="N", help="extracted rows to print (0: none)"
+    )
+    parser.add_argument(
+        "--summary-json",
+        metavar="FILE",
+        help="also write the run's summary to FILE as JSON (also when it stops early)",
     )
     parser.set_defaults(func=run_command)
     return parser
@@ -127,13 +144,16 @@ def run_command(args: argparse.Namespace) -> int:
     try:
         summary = run_job(spark, conf)
         print(summary.to_text())
+        _write_summary(args.summary_json, summary, summary.exit_code)
         if args.rows > 0:
             show_rows(spark, conf, summary, args.rows)
     except (ConfigurationError, JobStoppedError) as e:
+        code = 3 if isinstance(e, BudgetReachedError) else 2
         if isinstance(e, JobStoppedError) and e.summary is not None:
             print(e.summary.to_text())  # what was committed before the stop
+            _write_summary(args.summary_json, e.summary, code)
         print(f"dbstruct run: {e}", file=sys.stderr)
-        return 2
+        return code
     finally:
         if owned:
             spark.stop()
@@ -151,6 +171,14 @@ def run_command(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
     return summary.exit_code
+
+
+def _write_summary(path: str | None, summary: JobSummary, code: int) -> None:
+    """Write ``summary`` as JSON to ``path`` (``--summary-json``), with the exit status."""
+    if path:
+        with open(path, "w", encoding="utf-8") as f:
+            json.dump(summary.to_dict(exit_code=code), f, indent=2)
+            f.write("\n")
 
 
 def real_workspace_hint(conf: str | None) -> str:

@@ -9,7 +9,8 @@ bounds of :class:`dbstruct.worker_settings.WorkerSettings`. ``target.path`` and
 ``target.table`` may hold ``{origin}`` (``emulator`` when the job file's emulator answers,
 else the endpoint name) and ``{endpoint}`` (the endpoint name), so answers from different
 places go to different targets. See ``conf/demo.yml`` and ``conf/tickets.yml`` for every
-key with comments. Secrets are
+key with comments. ``pricing``, ``budget`` and ``endpoint_limits`` are what a run may cost
+and how fast the endpoint takes requests (docs/JOBS.md, docs/PLAN.md). Secrets are
 written as references, ``{{secrets/<scope>/<key>}}`` or ``{{env:VAR}}``, and resolved at
 run time in ``credentials`` and ``source.options`` (:mod:`dbstruct.jobs._secrets`); a
 token written inline is refused.
@@ -18,7 +19,7 @@ token written inline is refused.
 from __future__ import annotations
 
 import re
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -27,6 +28,7 @@ from dbstruct.jobs._did_you_mean import did_you_mean
 from dbstruct.jobs._model_ref import import_model
 from dbstruct.jobs._secrets import check_reference_syntax, is_reference
 from dbstruct.modes import Mode
+from dbstruct.pricing import Pricing, price_for
 from dbstruct.worker_settings import (
     CONCURRENCY_RANGE,
     DEFAULT_CONCURRENCY,
@@ -35,13 +37,20 @@ from dbstruct.worker_settings import (
     ROWS_PER_REQUEST_RANGE,
 )
 
+if TYPE_CHECKING:
+    from dbstruct.auth import Credentials
+    from dbstruct.spark import StructuredUDF
+
 __all__ = [
+    "BudgetConfig",
     "CacheConfig",
     "CredentialsConfig",
     "EmulatorSettings",
+    "EndpointLimits",
     "JobConfig",
     "SourceConfig",
     "TargetConfig",
+    "build_udf",
     "fill_target_placeholders",
 ]
 
@@ -222,6 +231,29 @@ class EmulatorSettings(_Section):
     qps: float | None = Field(default=None, gt=0)
 
 
+class BudgetConfig(_Section):
+    """What one run may spend (``dbstruct run`` stops, exit status 3, before going over)."""
+
+    max_tokens: int | None = Field(default=None, ge=1)
+    max_cost_usd: float | None = Field(default=None, gt=0)
+
+    @model_validator(mode="after")
+    def _something(self) -> BudgetConfig:
+        if self.max_tokens is None and self.max_cost_usd is None:
+            raise ValueError("give max_tokens, max_cost_usd or both")
+        return self
+
+
+class EndpointLimits(_Section):
+    """The serving endpoint's limits, for ``dbstruct plan``'s time estimate: its rate limits,
+    or the tokens per second of provisioned throughput."""
+
+    qps: float | None = Field(default=None, gt=0)
+    input_tokens_per_minute: int | None = Field(default=None, ge=1)
+    output_tokens_per_minute: int | None = Field(default=None, ge=1)
+    tokens_per_second: int | None = Field(default=None, ge=1)
+
+
 class JobConfig(_Section):
     """A validated job file. ``response_model`` is importable when this exists."""
 
@@ -251,6 +283,10 @@ class JobConfig(_Section):
     cache: CacheConfig | None = None
     emulator: EmulatorSettings | None = None
     credentials: CredentialsConfig | None = None
+    #: the price of the endpoint's tokens (dbstruct.pricing.price_for reads it)
+    pricing: dict[str, Any] | None = None
+    budget: BudgetConfig | None = None
+    endpoint_limits: EndpointLimits | None = None
 
     @model_validator(mode="before")
     @classmethod
@@ -305,6 +341,26 @@ class JobConfig(_Section):
         _check_names(self)
         return self
 
+    @model_validator(mode="after")
+    def _priced(self) -> JobConfig:
+        try:
+            price = self.price
+        except ConfigurationError as e:
+            raise ValueError(str(e)) from None  # names the pricing.<key>
+        if self.budget is not None and self.budget.max_cost_usd is not None and price is None:
+            raise ValueError(
+                f"budget.max_cost_usd: no price is known for {self.model} (not in the built-in "
+                "table); add pricing: {input_usd_per_million: ..., output_usd_per_million: ...} "
+                "(see docs/PLAN.md), or give budget.max_tokens instead"
+            )
+        return self
+
+    @property
+    def price(self) -> Pricing | None:
+        """The price of the endpoint's tokens: ``pricing:``, else the built-in list price,
+        else None (an endpoint outside the built-in table)."""
+        return price_for(self.model, self.pricing)
+
     @property
     def prompt_spec(self) -> str | list[dict[str, str]]:
         """The prompt, ``"{text}"`` when omitted (one text column)."""
@@ -317,6 +373,29 @@ class JobConfig(_Section):
     @property
     def mode_enum(self) -> Mode:
         return Mode[self.mode]
+
+
+def build_udf(conf: JobConfig, credentials: Credentials) -> StructuredUDF:
+    """The UDF a job sends its rows through: the job file's values as
+    :func:`dbstruct.spark.structured_udf`'s arguments (with the status fields).
+
+    >>> udf = build_udf(load_config("conf/demo.yml"), credentials)
+    """
+    from dbstruct.spark import structured_udf
+
+    return structured_udf(
+        conf.response_model_class,
+        conf.model,
+        conf.prompt_spec,
+        mode=conf.mode_enum,
+        concurrency=conf.concurrency,
+        max_retries=conf.max_retries,
+        rows_per_request=conf.rows_per_request,
+        include_status=True,
+        credentials=credentials,
+        name="dbstruct_" + re.sub(r"\W", "_", conf.name),
+        **conf.options,
+    )
 
 
 def _check_prompt(prompt: str | list[dict[str, str]], columns: list[str]) -> None:

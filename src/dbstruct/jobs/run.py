@@ -11,6 +11,8 @@ after a crash), find the ids still to do (not in the target; with ``retry_failed
 those whose row failed), split them into chunks of about ``chunk_rows`` by a hash of the
 id, and commit each chunk with one write.
 A killed run loses at most the chunks in flight; the next run does only what is missing.
+With a ``budget:`` the chunks are sized to what is left of it, and the run stops before the
+rows that would not fit (:mod:`dbstruct.jobs._budget`).
 See :mod:`dbstruct.jobs._targets` for how each format keeps each id exactly once.
 """
 
@@ -18,28 +20,28 @@ from __future__ import annotations
 
 import logging
 import math
-import re
 import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from dbstruct.auth import Credentials
-from dbstruct.errors import ConfigurationError, JobStoppedError
+from dbstruct.errors import BudgetReachedError, ConfigurationError, JobStoppedError
+from dbstruct.jobs._budget import BudgetPlan, plan_budget
 from dbstruct.jobs._cache import JobCache, has_value, open_job_cache, udf_inputs
 from dbstruct.jobs._credentials import job_credentials
 from dbstruct.jobs._origin import claim_target, job_origin, record_origin
-from dbstruct.jobs._progress import ChunkStats, JobSummary, Progress
+from dbstruct.jobs._progress import BudgetOutcome, ChunkStats, JobSummary, Progress
 from dbstruct.jobs._secrets import resolve_references
 from dbstruct.jobs._source import read_source
 from dbstruct.jobs._targets import Target, batch_name, open_target
-from dbstruct.jobs.conf import STATUS_COLUMNS, JobConfig
+from dbstruct.jobs.conf import STATUS_COLUMNS, JobConfig, build_udf
 
 if TYPE_CHECKING:
     from pyspark.sql import Column, DataFrame, SparkSession
 
     from dbstruct.spark import StructuredUDF
 
-__all__ = ["run_job", "shape_output"]
+__all__ = ["pending_rows", "run_job", "shape_output"]
 
 logger = logging.getLogger("dbstruct.jobs")
 
@@ -51,6 +53,7 @@ def run_job(
     credentials: Credentials | None = None,
     dbutils: Any = None,
     environ: Mapping[str, str] | None = None,
+    only: DataFrame | None = None,
 ) -> JobSummary:
     """Run a job file against ``spark``; the summary of this run.
 
@@ -59,7 +62,13 @@ def run_job(
 
     ``credentials`` replaces the job file's (tests, notebooks); ``dbutils`` reads
     ``{{secrets/...}}`` references (found automatically on Databricks); ``environ`` is
-    where ``{{env:...}}`` references are looked up (default ``os.environ``).
+    where ``{{env:...}}`` references are looked up (default ``os.environ``); ``only``
+    (a DataFrame with the id column) restricts the run to those ids.
+
+    With a ``budget:``, raises :class:`~dbstruct.errors.ConfigurationError` before anything is
+    sent when the budget is below one row's estimate, and
+    :class:`~dbstruct.errors.BudgetReachedError` (its ``summary`` set) when the rows left
+    would not fit what is left of it.
     """
     started = time.monotonic()
     emulated = conf.emulator is not None and credentials is None
@@ -72,7 +81,7 @@ def run_job(
     with job_credentials(conf, credentials, dbutils=dbutils, environ=environ) as creds:
         origin = job_origin(conf, creds, emulated=emulated)
         claim_target(target, origin, conf)
-        udf = _build_udf(conf, creds)
+        udf = build_udf(conf, creds)
         options = {
             key: resolve_references(
                 value, f"source.options.{key}", dbutils=dbutils, environ=environ
@@ -82,79 +91,78 @@ def run_job(
         source = read_source(spark, conf.source, options)
         empty = shape_output(source.limit(0), udf, conf, batch_name(0, 0))
         pending, source_rows = _prepare(conf, target, source, empty)
-        if not target.exists():
+        if only is not None:
+            id_column = conf.source.id_column
+            pending = pending.join(only.select(id_column), id_column, "left_semi")
+        todo = pending.count()
+        budget = plan_budget(conf, pending, todo) if conf.budget is not None else None
+        if conf.target.mode == "overwrite":  # only now: a budget refused leaves it as it was
+            logger.info("target.mode overwrite: clearing %s", target.where)
+            target.replace(empty)
+        elif not target.exists():
             target.replace(empty)  # made now, so that its origin can be recorded
         record_origin(target, origin)
         run = target.next_run()
-        todo = pending.count()
+        summary = _Summary(conf, target, source_rows, todo, started, run, emulated, budget)
         try:
             done = _process(
-                conf, target, pending, udf, run, todo, cache=open_job_cache(spark, conf, source)
+                conf, target, pending, udf, run, todo, open_job_cache(spark, conf, source), budget
             )
         except JobStoppedError as e:
-            e.summary = _summary(conf, target, source_rows, todo, e.done, started, run, emulated)
+            e.summary = summary.of(e.done, stopped=isinstance(e, BudgetReachedError))
             raise
         if conf.retry_failed or target.supports_retry():
             target.settle()  # retried ids (and resent refused rows) keep their newest row
-    summary = _summary(conf, target, source_rows, todo, done, started, run, emulated)
     logger.info("job %r done: %d processed, %d failed", conf.name, done.rows, done.failed)
-    return summary
+    return summary.of(done)
 
 
-def _summary(
-    conf: JobConfig,
-    target: Target,
-    source_rows: int,
-    todo: int,
-    done: ChunkStats,
-    started: float,
-    run: int,
-    emulated: bool,
-) -> JobSummary:
-    return JobSummary(
-        name=conf.name,
-        target=target.where,
-        target_format=target.format,
-        model=conf.model,
-        source_rows=source_rows,
-        skipped=source_rows - todo,
-        chunks=math.ceil(todo / conf.chunk_rows),
-        done=done,
-        wall_seconds=time.monotonic() - started,
-        max_error_rate=conf.max_error_rate,
-        run_id=f"r{run:05d}",
-        emulated=emulated,
-    )
+class _Summary:
+    """The summary of a run, once its counts are known."""
 
+    def __init__(
+        self,
+        conf: JobConfig,
+        target: Target,
+        source_rows: int,
+        todo: int,
+        started: float,
+        run: int,
+        emulated: bool,
+        budget: BudgetPlan | None,
+    ) -> None:
+        self.conf, self.target, self.source_rows, self.todo = conf, target, source_rows, todo
+        self.started, self.run, self.emulated, self.budget = started, run, emulated, budget
 
-def _build_udf(conf: JobConfig, creds: Credentials) -> StructuredUDF:
-    from dbstruct.spark import structured_udf
-
-    return structured_udf(
-        conf.response_model_class,
-        conf.model,
-        conf.prompt_spec,
-        mode=conf.mode_enum,
-        concurrency=conf.concurrency,
-        max_retries=conf.max_retries,
-        rows_per_request=conf.rows_per_request,
-        include_status=True,
-        credentials=creds,
-        name="dbstruct_" + re.sub(r"\W", "_", conf.name),
-        **conf.options,
-    )
+    def of(self, done: ChunkStats, *, stopped: bool = False) -> JobSummary:
+        conf, plan = self.conf, self.budget
+        outcome: BudgetOutcome | None = None
+        if plan is not None:
+            outcome = plan.outcome(done, stopped=stopped)
+        return JobSummary(
+            name=conf.name,
+            target=self.target.where,
+            target_format=self.target.format,
+            model=conf.model,
+            source_rows=self.source_rows,
+            skipped=self.source_rows - self.todo,
+            chunks=math.ceil(self.todo / conf.chunk_rows) if plan is None else plan.chunks,
+            done=done,
+            wall_seconds=time.monotonic() - self.started,
+            max_error_rate=conf.max_error_rate,
+            run_id=f"r{self.run:05d}",
+            emulated=self.emulated,
+            price=conf.price,
+            budget=outcome,
+        )
 
 
 def _prepare(
     conf: JobConfig, target: Target, source: DataFrame, empty: DataFrame
 ) -> tuple[DataFrame, int]:
-    """Settle or clear the target; the source rows still to do, and the source's size."""
+    """Settle the target; the source rows still to do, and the source's size."""
     source_rows = source.count()
-    if conf.target.mode == "overwrite":
-        logger.info("target.mode overwrite: clearing %s", target.where)
-        target.replace(empty)
-        return source, source_rows
-    if not target.exists():
+    if conf.target.mode == "overwrite" or not target.exists():  # cleared by the caller
         return source, source_rows
     _check_schema(target, empty)
     removed = target.settle()
@@ -162,13 +170,22 @@ def _prepare(
         logger.info(
             "%s: removed %d superseded row(s) left by an earlier run", target.where, removed
         )
+    return pending_rows(conf, target, source), source_rows
+
+
+def pending_rows(conf: JobConfig, target: Target, source: DataFrame) -> DataFrame:
+    """The rows of ``source`` a run processes: those whose id is not in the target (with
+    ``retry_failed``, also failed ones; refused rows, never answered, are always resent where
+    the target can replace them). Reads only: ``dbstruct plan`` calls it on a target a run
+    would settle first, which changes which row of an id counts, not which ids are done."""
+    if conf.target.mode == "overwrite" or not target.exists():
+        return source
     done = target.read()
     if conf.retry_failed:
         done = done.where(done["error"].isNull())
     elif target.supports_retry():  # refused rows were never answered (nor billed): resend
         done = done.where(done["error"].isNull() | ~_refused(done["error"]))
-    pending = source.join(done.select(conf.source.id_column), conf.source.id_column, "left_anti")
-    return pending, source_rows
+    return source.join(done.select(conf.source.id_column), conf.source.id_column, "left_anti")
 
 
 def _process(
@@ -179,30 +196,58 @@ def _process(
     run: int,
     todo: int,
     cache: JobCache | None = None,
+    budget: BudgetPlan | None = None,
 ) -> ChunkStats:
     """Commit ``pending`` in chunks; the counts of what was committed. With a ``cache``,
-    rows answered before are not sent, and each chunk's successes are stored once committed."""
+    rows answered before are not sent, and each chunk's successes are stored once committed.
+    With a ``budget``, each chunk is sized to what is left of it."""
     from pyspark.sql import functions as F
 
+    if budget is not None:
+        logger.info(
+            "job %r: %d row(s) to process, in chunks of up to %d sized to the budget, into "
+            "%s (%s), run r%05d",
+            conf.name, todo, conf.chunk_rows, target.where, target.format, run,
+        )  # fmt: skip
+        progress = Progress(todo, None, price=conf.price)
+        while (buckets := budget.next_chunk(progress.done)) is not None:
+            rows = budget.rows(pending, buckets)
+            _commit(conf, target, rows, udf, run, cache, progress, budget.chunks - 1, None)
+        return progress.done
     chunks = math.ceil(todo / conf.chunk_rows)
     logger.info(
         "job %r: %d row(s) to process in %d chunk(s) of ~%d into %s (%s), run r%05d",
         conf.name, todo, chunks, conf.chunk_rows, target.where, target.format, run,
     )  # fmt: skip
-    progress = Progress(todo, chunks)
+    progress = Progress(todo, chunks, price=conf.price)
     id_col = F.col(conf.source.id_column)
     for chunk in range(chunks):
         rows = pending.where(F.pmod(F.xxhash64(id_col), F.lit(chunks)) == chunk)
-        batch = batch_name(run, chunk)
-        out = shape_output(rows.repartition(conf.partitions), udf, conf, batch, cache)
-        target.append(out, batch)
-        if cache is not None:
-            cache.record(target, batch, udf)
-        stats = _batch_stats(target, batch, conf)
-        if stats.failed:
-            _stop_if_refused(target, batch, stats, progress, chunk, chunks)
-        progress.chunk_done(stats)
+        _commit(conf, target, rows, udf, run, cache, progress, chunk, chunks)
     return progress.done
+
+
+def _commit(
+    conf: JobConfig,
+    target: Target,
+    rows: DataFrame,
+    udf: StructuredUDF,
+    run: int,
+    cache: JobCache | None,
+    progress: Progress,
+    chunk: int,
+    chunks: int | None,
+) -> None:
+    """Send and commit one chunk's rows; stop the run if the endpoint refused them."""
+    batch = batch_name(run, chunk)
+    out = shape_output(rows.repartition(conf.partitions), udf, conf, batch, cache)
+    target.append(out, batch)
+    if cache is not None:
+        cache.record(target, batch, udf)
+    stats = _batch_stats(target, batch, conf)
+    if stats.failed:
+        _stop_if_refused(target, batch, stats, progress, chunk, chunks)
+    progress.chunk_done(stats)
 
 
 # Errors that say the endpoint refuses these credentials or this endpoint name: every later
@@ -217,7 +262,12 @@ def _refused(error: Column) -> Column:
 
 
 def _stop_if_refused(
-    target: Target, batch: str, stats: ChunkStats, progress: Progress, chunk: int, chunks: int
+    target: Target,
+    batch: str,
+    stats: ChunkStats,
+    progress: Progress,
+    chunk: int,
+    chunks: int | None,
 ) -> None:
     """Stop after a chunk in which the endpoint refused rows, rather than go on to fail every
     remaining row (an expired notebook token, a revoked permission, a deleted endpoint).
@@ -241,7 +291,8 @@ def _stop_if_refused(
             kept = f"{refused:,} refused row(s) will be sent again by the next run"
         else:
             kept = f"{refused:,} refused row(s) stay failed ({target.where} is append-only)"
-    where = "the first chunk" if chunk == 0 and everything else f"chunk {chunk + 1} of {chunks}"
+    of = f" of {chunks}" if chunks else ""
+    where = "the first chunk" if chunk == 0 and everything else f"chunk {chunk + 1}{of}"
     raise JobStoppedError(
         f"the endpoint refused {'every row of' if everything else 'rows in'} {where} "
         f"({error[:400]}); stopped early, {kept}. Check the credentials and the model name, "
