@@ -1,13 +1,20 @@
-"""Write src/dbstruct/data/tickets.jsonl: the bundled sample of support tickets.
+"""Write src/dbstruct/data/tickets.jsonl, the bundled sample of support tickets, and
+src/dbstruct/data/tickets_labels.jsonl, the truth the generator knows about each of them.
 
-    python scripts/make_sample.py            # (re)write the file
-    python scripts/make_sample.py --check    # exit 1 if the file differs from what this makes
+    python scripts/make_sample.py            # (re)write both files
+    python scripts/make_sample.py --check    # exit 1 if either differs from what this makes
 
 Deterministic: a seeded ``random.Random`` and no clock, so the same script writes the same
 bytes. The tickets are made up for a fictional software company (products Ledger, Pulse,
 Relay, Vault, a mobile app and a public API): support requests of every kind, in several
 tones and lengths, mostly in English with some German, French, Spanish, Dutch and
 Portuguese. Every row is unique, so no two rows share one model request.
+
+The labels (``dbstruct evaluate --labels sample:tickets``) hold only what the generator
+decided: the ``category`` and ``language`` of every ticket; the ``product`` when the ticket's
+template put it in the text (its name, the feature the ticket is about, or its how-to
+question); the ``order.reference`` when the text quotes the invoice number. Priority,
+sentiment, refunds and summaries are not decided by the generator, so they are not labelled.
 """
 
 from __future__ import annotations
@@ -20,6 +27,7 @@ import sys
 from pathlib import Path
 
 OUT = Path(__file__).resolve().parents[1] / "src" / "dbstruct" / "data" / "tickets.jsonl"
+LABELS_OUT = OUT.with_name("tickets_labels.jsonl")
 N_TICKETS = 1200
 SEED = 20240611
 START = dt.datetime(2025, 1, 6, 7, 0, tzinfo=dt.timezone.utc)
@@ -319,7 +327,8 @@ def _slots(rng: random.Random, product: str, when: dt.datetime) -> dict[str, str
     }  # fmt: skip
 
 
-def _english(rng: random.Random, slots: dict[str, str]) -> tuple[str, str, str]:
+def _english(rng: random.Random, slots: dict[str, str]) -> tuple[str, str, str, str, str]:
+    """Language, category, subject, body, and the templates they were filled from."""
     category = rng.choices(list(ENGLISH), weights=[16, 20, 6, 12, 16, 10, 8, 6])[0]
     subjects, cores = ENGLISH[category]
     kind = KIND[category]
@@ -333,17 +342,57 @@ def _english(rng: random.Random, slots: dict[str, str]) -> tuple[str, str, str]:
     if length == "long" and tone in ("frustrated", "angry"):
         parts.append(f"> On {slots['prev']} you wrote: we are looking into it. Nothing happened.")
     parts.append(rng.choice(CLOSE[tone]))
-    body = "\n\n".join(p for p in parts if p).format(**slots)
+    template = "\n\n".join(p for p in parts if p)
+    body = template.format(**slots)
     if tone == "angry" and rng.random() < 0.4:
         body = body.replace(".", "!", 1)
-    subject = rng.choice(subjects).format(**slots) if rng.random() > 0.03 else ""
-    return "en", subject, body
+    subject_template = rng.choice(subjects) if rng.random() > 0.03 else ""
+    subject = subject_template.format(**slots)
+    return "en", category, subject, body, f"{subject_template}\n{template}"
+
+
+#: the sample's product -> TicketTriage's product value (dbstruct.examples)
+PRODUCT_VALUES = {"the mobile app": "mobile_app", "the API": "api"}
+
+
+#: placeholders that put the ticket's product, its feature or its how-to question in the text
+PRODUCT_SLOTS = ("{product}", "{Product}", "{thing}", "{Thing}", "{howto}")
+
+
+def _truth(
+    ticket: dict[str, str], category: str, slots: dict[str, str], template: str
+) -> dict[str, object]:
+    """What the generator knows about ``ticket``, as TicketTriage's fields (see the module
+    docstring); ``template`` is the text the ticket was filled from."""
+    text = f"{ticket['subject']}\n{ticket['body']}"
+    label: dict[str, object] = {
+        "ticket_id": ticket["ticket_id"],
+        "category": category,
+        "language": ticket["language"],
+    }
+    if any(slot in template for slot in PRODUCT_SLOTS):
+        label["product"] = PRODUCT_VALUES.get(slots["product"], slots["product"])
+    if slots["inv"] in text:
+        label["order"] = {"reference": slots["inv"]}
+    return label
 
 
 def make_tickets(n: int = N_TICKETS, seed: int = SEED) -> list[dict[str, str]]:
     """``n`` unique tickets, the same for the same seed."""
+    return [ticket for ticket, _ in make_labelled(n, seed)]
+
+
+def make_labels(n: int = N_TICKETS, seed: int = SEED) -> list[dict[str, object]]:
+    """The truth about each of :func:`make_tickets`'s tickets (see the module docstring)."""
+    return [label for _, label in make_labelled(n, seed)]
+
+
+def make_labelled(
+    n: int = N_TICKETS, seed: int = SEED
+) -> list[tuple[dict[str, str], dict[str, object]]]:
+    """``n`` unique tickets, each with its truth; the same for the same seed."""
     rng = random.Random(seed)
-    tickets: list[dict[str, str]] = []
+    tickets: list[tuple[dict[str, str], dict[str, object]]] = []
     seen: set[str] = set()
     when = START
     while len(tickets) < n:
@@ -351,43 +400,51 @@ def make_tickets(n: int = N_TICKETS, seed: int = SEED) -> list[dict[str, str]]:
         product = rng.choice(list(PRODUCTS))
         slots = _slots(rng, product, when)
         if rng.random() < 0.12:
-            language, _, subject, body = rng.choice(FOREIGN)
+            language, category, subject, body = rng.choice(FOREIGN)
+            template = f"{subject}\n{body}"
             subject, body = subject.format(**slots), body.format(**slots)
         else:
-            language, subject, body = _english(rng, slots)
+            language, category, subject, body, template = _english(rng, slots)
         if body in seen:
             continue
         seen.add(body)
-        tickets.append(
-            {
-                "ticket_id": f"TCK-{100001 + len(tickets)}",
-                "created_at": when.strftime("%Y-%m-%dT%H:%M:%SZ"),
-                "channel": rng.choice(CHANNELS),
-                "customer": slots["company"],
-                "plan": slots["plan"],
-                "language": language,
-                "subject": subject,
-                "body": body,
-            }
-        )
+        ticket = {
+            "ticket_id": f"TCK-{100001 + len(tickets)}",
+            "created_at": when.strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "channel": rng.choice(CHANNELS),
+            "customer": slots["company"],
+            "plan": slots["plan"],
+            "language": language,
+            "subject": subject,
+            "body": body,
+        }
+        tickets.append((ticket, _truth(ticket, category, slots, template)))
     return tickets
 
 
-def render(tickets: list[dict[str, str]]) -> str:
-    return "".join(json.dumps(t, ensure_ascii=False, sort_keys=False) + "\n" for t in tickets)
+def render(rows: list[dict[str, str]] | list[dict[str, object]]) -> str:
+    return "".join(json.dumps(t, ensure_ascii=False, sort_keys=False) + "\n" for t in rows)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--check", action="store_true", help="compare instead of writing")
     args = parser.parse_args(argv)
-    text = render(make_tickets())
+    labelled = make_labelled()
+    files = {
+        OUT: render([ticket for ticket, _ in labelled]),
+        LABELS_OUT: render([label for _, label in labelled]),
+    }
     if args.check:
-        same = OUT.is_file() and OUT.read_text(encoding="utf-8") == text
-        print(f"{OUT}: {'up to date' if same else 'differs from scripts/make_sample.py'}")
-        return 0 if same else 1
-    OUT.write_text(text, encoding="utf-8")
-    print(f"wrote {N_TICKETS} tickets to {OUT}")
+        status = 0
+        for path, text in files.items():
+            same = path.is_file() and path.read_text(encoding="utf-8") == text
+            print(f"{path}: {'up to date' if same else 'differs from scripts/make_sample.py'}")
+            status = status if same else 1
+        return status
+    for path, text in files.items():
+        path.write_text(text, encoding="utf-8")
+    print(f"wrote {N_TICKETS} tickets to {OUT} and their labels to {LABELS_OUT}")
     return 0
 
 

@@ -59,7 +59,9 @@ def build_parser() -> argparse.ArgumentParser:
     subparsers.required = True
     _add_run(subparsers)
     _add_plan(subparsers)
+    _add_evaluate(subparsers)
     _add_emulator(subparsers)
+    _add_local_model(subparsers)
     return parser
 
 
@@ -103,6 +105,26 @@ def _add_plan(subparsers: Any) -> None:
     add_plan_arguments(p)  # sets func
 
 
+# ---------------------------------------------------------------- dbstruct evaluate
+
+
+def _add_evaluate(subparsers: Any) -> None:
+    from dbstruct.jobs._evaluate_main import (
+        EVALUATE_DESCRIPTION,
+        EVALUATE_EXAMPLES,
+        add_evaluate_arguments,
+    )
+
+    p = subparsers.add_parser(
+        "evaluate",
+        help="score job files' answers against labels, side by side",
+        description=EVALUATE_DESCRIPTION,
+        epilog=EVALUATE_EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    add_evaluate_arguments(p)  # sets func
+
+
 # ---------------------------------------------------------------- dbstruct emulator
 
 
@@ -112,6 +134,20 @@ def _add_emulator(subparsers: Any) -> None:
 
     p = subparsers.add_parser("emulator", help=HELP, description=EMULATOR_DESCRIPTION)
     add_arguments(p)  # sets func
+
+
+# ---------------------------------------------------------------- dbstruct local-model
+
+
+def _add_local_model(subparsers: Any) -> None:
+    from dbstruct.testing._local_model_command import DESCRIPTION as LOCAL_MODEL_DESCRIPTION
+    from dbstruct.testing._local_model_command import HELP as LOCAL_MODEL_HELP
+    from dbstruct.testing._local_model_command import add_arguments as add_local_model_arguments
+
+    p = subparsers.add_parser(
+        "local-model", help=LOCAL_MODEL_HELP, description=LOCAL_MODEL_DESCRIPTION
+    )
+    add_local_model_arguments(p)  # sets func
 
 
 def read_emulator_config(value: str) -> dict[str, Any]:

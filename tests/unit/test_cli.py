@@ -21,6 +21,7 @@ from dbstruct.errors import ConfigurationError
 from dbstruct.jobs._main import EXAMPLES as RUN_EXAMPLES
 from dbstruct.jobs._main import real_workspace_hint
 from tests.e2e.test_newcomer import COMMANDS as RUN_BY_THE_NEWCOMER_TEST
+from tests.spark.test_evaluate import COMMANDS as EVALUATE_COMMANDS
 from tests.spark.test_plan import COMMANDS as PLAN_COMMANDS
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -72,9 +73,11 @@ def test_run_help(flag: str, capsys: pytest.CaptureFixture[str]) -> None:
 
 
 def test_every_command_the_help_shows_is_run_by_a_test(capsys: pytest.CaptureFixture[str]) -> None:
-    shown = "".join(help_of([*c, "--help"], capsys) for c in ([], ["run"], ["plan"]))
+    helps = ([], ["run"], ["plan"], ["evaluate"])
+    shown = "".join(help_of([*c, "--help"], capsys) for c in helps)
     commands = {m.strip() for m in re.findall(r"^  (dbstruct .+)$", shown, re.M)}
-    assert commands <= {EMULATOR, *RUN_BY_THE_NEWCOMER_TEST, *PLAN_COMMANDS}
+    tested = {*RUN_BY_THE_NEWCOMER_TEST, *PLAN_COMMANDS, *EVALUATE_COMMANDS}
+    assert commands <= {EMULATOR, *tested}
     assert commands >= {EMULATOR, *RUN_BY_THE_NEWCOMER_TEST[1:4], *PLAN_COMMANDS}
 
 

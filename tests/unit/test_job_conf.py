@@ -74,6 +74,11 @@ def test_the_shipped_job_files_validate() -> None:
     tickets = load_config(ROOT / "conf" / "tickets.yml")
     assert tickets.target.table == "main.support.ticket_triage" and tickets.retry_failed
     assert tickets.credentials is not None and tickets.credentials.client_secret is not None
+    # conf/demo_packed.yml is the demo, key for key, at 8 rows per request
+    packed = load_config(ROOT / "conf" / "demo_packed.yml")
+    assert packed.rows_per_request == 8 and packed.target.path != demo.target.path
+    apart = {"name", "rows_per_request", "target"}
+    assert packed.model_dump(exclude=apart) == demo.model_dump(exclude=apart)
 
 
 def test_the_packaged_demo_is_conf_demo_yml() -> None:

@@ -7,7 +7,7 @@ from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 from dbstruct.auth import Credentials, resolve_credentials, serving_base_url
-from dbstruct.jobs._demo import emulator_credentials
+from dbstruct.jobs._demo import emulator_credentials, local_model_credentials
 from dbstruct.jobs._secrets import resolve_references
 
 if TYPE_CHECKING:
@@ -24,15 +24,20 @@ def job_credentials(
     dbutils: Any = None,
     environ: Mapping[str, str] | None = None,
 ) -> Iterator[Credentials]:
-    """Explicit ``credentials`` first; else, with ``emulator:``, an in-process emulator
-    (stopped on exit); else the job file's ``credentials:`` references; else dbstruct's
-    resolution order (:func:`dbstruct.auth.resolve_credentials`)."""
+    """Explicit ``credentials`` first; else, with ``emulator:``, an in-process emulator, or
+    with ``local_model:`` the local model (stopped on exit); else the job file's
+    ``credentials:`` references; else dbstruct's resolution order
+    (:func:`dbstruct.auth.resolve_credentials`)."""
     if credentials is not None:
         yield credentials
         return
     if conf.emulator is not None:
         with emulator_credentials(conf.emulator) as emulated:
             yield emulated
+        return
+    if conf.local_model is not None:
+        with local_model_credentials(conf.local_model) as local:
+            yield local
         return
     yield configured_credentials(conf.credentials, dbutils=dbutils, environ=environ)
 

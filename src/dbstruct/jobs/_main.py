@@ -41,6 +41,10 @@ not from a model. It makes up values that fit the response model's schema (the s
 always gets the same answer); they are not read from the tickets, so a row's category or
 language says nothing about its ticket. The pipeline is real: Spark, requests, retries,
 validation, writes."""
+_LOCAL_MODEL_NOTICE = """\
+dbstruct: the answers come from a small model served on this machine (SmolLM2-135M-Instruct
+with llama.cpp, dbstruct.testing.LocalModel): real answers, read from the rows, but a
+135M-parameter model's, so expect many to be wrong (docs/LOCAL_MODEL.md)."""
 _REAL_WORKSPACE = """\
 To run this job against a workspace (its answers go to a target of their own):
   export DATABRICKS_HOST=https://<your-workspace>.cloud.databricks.com DATABRICKS_TOKEN=<token>
@@ -140,6 +144,8 @@ def run_command(args: argparse.Namespace) -> int:
         return 2
     if conf.emulator is not None:
         print(_DEMO_NOTICE, flush=True)
+    elif conf.local_model is not None:
+        print(_LOCAL_MODEL_NOTICE, flush=True)
     spark, owned = _session(args.master)
     try:
         summary = run_job(spark, conf)

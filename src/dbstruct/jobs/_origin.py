@@ -26,24 +26,38 @@ if TYPE_CHECKING:
     from dbstruct.jobs._targets import Target
     from dbstruct.jobs.conf import JobConfig
 
-__all__ = ["EMULATOR", "claim_target", "describe_origin", "job_origin", "record_origin"]
+__all__ = [
+    "EMULATOR",
+    "LOCAL_MODEL",
+    "claim_target",
+    "describe_origin",
+    "job_origin",
+    "record_origin",
+]
 
 logger = logging.getLogger("dbstruct.jobs")
 
 #: the origin of answers from the job file's in-process emulator
 EMULATOR = "emulator"
+#: the origin of answers from the job file's local model (its URL changes with its port)
+LOCAL_MODEL = "local-model"
 
 
-def job_origin(conf: JobConfig, creds: Credentials, *, emulated: bool) -> str:
-    """``emulator``, or the URL of the endpoint ``creds`` and ``conf.model`` name."""
+def job_origin(conf: JobConfig, creds: Credentials, *, emulated: bool, local: bool = False) -> str:
+    """``emulator``, ``local-model``, or the URL of the endpoint ``creds`` and ``conf.model``
+    name."""
     if emulated:
         return EMULATOR
+    if local:
+        return LOCAL_MODEL
     return f"{creds.base_url.rstrip('/')}/{parse_model(conf.model)}"
 
 
 def describe_origin(origin: str) -> str:
     if origin == EMULATOR:
         return "the local serving emulator (made-up values)"
+    if origin == LOCAL_MODEL:
+        return "the local model (SmolLM2-135M on this machine)"
     return f"the endpoint {origin}"
 
 

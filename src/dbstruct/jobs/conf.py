@@ -48,6 +48,7 @@ __all__ = [
     "EmulatorSettings",
     "EndpointLimits",
     "JobConfig",
+    "LocalModelSettings",
     "SourceConfig",
     "TargetConfig",
     "build_udf",
@@ -254,6 +255,14 @@ class EndpointLimits(_Section):
     tokens_per_second: int | None = Field(default=None, ge=1)
 
 
+class LocalModelSettings(_Section):
+    """A real small model served on this machine (dbstruct.testing.LocalModel): SmolLM2-135M
+    with llama.cpp, installed apart (docs/LOCAL_MODEL.md); its answers are real but weak."""
+
+    threads: int = Field(default=1, ge=1, le=64)
+    ctx: int = Field(default=4096, ge=256)
+
+
 class JobConfig(_Section):
     """A validated job file. ``response_model`` is importable when this exists."""
 
@@ -282,6 +291,7 @@ class JobConfig(_Section):
     target: TargetConfig
     cache: CacheConfig | None = None
     emulator: EmulatorSettings | None = None
+    local_model: LocalModelSettings | None = None
     credentials: CredentialsConfig | None = None
     #: the price of the endpoint's tokens (dbstruct.pricing.price_for reads it)
     pricing: dict[str, Any] | None = None
@@ -293,7 +303,7 @@ class JobConfig(_Section):
     def _placeholders(cls, data: Any) -> Any:
         return fill_target_placeholders(data)
 
-    @field_validator("emulator", mode="before")
+    @field_validator("emulator", "local_model", mode="before")
     @classmethod
     def _emulator_flag(cls, value: Any) -> Any:
         if value is True:
@@ -334,6 +344,12 @@ class JobConfig(_Section):
                 hint = f"set {where} instead" if where != "-" else "the job sets it"
                 raise ValueError(f"{key!r} is not an option here: {hint}")
         return value
+
+    @model_validator(mode="after")
+    def _one_stand_in(self) -> JobConfig:
+        if self.emulator is not None and self.local_model is not None:
+            raise ValueError("give emulator or local_model, not both: each answers the job")
+        return self
 
     @model_validator(mode="after")
     def _prompt_fits(self) -> JobConfig:
@@ -439,10 +455,10 @@ PLACEHOLDERS = ("origin", "endpoint")
 def fill_target_placeholders(data: Any) -> Any:
     """``data`` with ``{origin}`` and ``{endpoint}`` filled in ``target.path``/``table``.
 
-    ``{origin}`` is ``emulator`` when the job file's emulator answers, else the endpoint
-    name; ``{endpoint}`` is the endpoint name. In a table name, characters other than
-    letters, digits and ``_`` become ``_``. Left as they are while ``model`` is invalid (its
-    own error is reported).
+    ``{origin}`` is ``emulator`` when the job file's emulator answers, ``local-model`` when
+    its local model does, else the endpoint name; ``{endpoint}`` is the endpoint name. In a
+    table name, characters other than letters, digits and ``_`` become ``_``. Left as they
+    are while ``model`` is invalid (its own error is reported).
     """
     if not isinstance(data, dict) or not isinstance(data.get("target"), dict):
         return data
@@ -456,8 +472,12 @@ def fill_target_placeholders(data: Any) -> Any:
         endpoint = parse_model(str(data.get("model", "")))
     except ConfigurationError:
         return data
-    emulated = data.get("emulator") not in (None, False)
-    values = {"origin": "emulator" if emulated else endpoint, "endpoint": endpoint}
+    origin = endpoint
+    if data.get("emulator") not in (None, False):
+        origin = "emulator"
+    elif data.get("local_model") not in (None, False):
+        origin = "local-model"
+    values = {"origin": origin, "endpoint": endpoint}
     filled = dict(target)
     for key in keys:
 

@@ -79,7 +79,8 @@ def run_job(
             "replaced; write to a Delta table or a path"
         )
     with job_credentials(conf, credentials, dbutils=dbutils, environ=environ) as creds:
-        origin = job_origin(conf, creds, emulated=emulated)
+        local = conf.local_model is not None and credentials is None
+        origin = job_origin(conf, creds, emulated=emulated, local=local)
         claim_target(target, origin, conf)
         udf = build_udf(conf, creds)
         options = {

