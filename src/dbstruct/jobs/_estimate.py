@@ -63,16 +63,7 @@ class RowEstimator:
 
     @cached_property
     def client(self) -> Any:
-        import dbstruct
-
-        spec = self.udf.spec
-        return dbstruct.from_provider(
-            spec.model,
-            mode=spec.mode,
-            credentials=spec.credentials,
-            max_retries=spec.settings.max_retries,
-            **dict(spec.client_options),
-        )
+        return self.udf.spec.open_client(async_client=False)
 
     @cached_property
     def completion_tokens_per_row(self) -> float:

@@ -336,14 +336,17 @@ def _with_cache_hits(
     nothing for it (the table is read, never created, here)."""
     from pyspark.sql import functions as F
 
-    if conf.cache is None or not _cache_exists(spark, conf):
+    from dbstruct.spark._table_cache import cache_exists
+
+    where = conf.cache
+    if where is None or not cache_exists(
+        spark, table=where.table, path=where.path, format=where.format
+    ):
         return rows.withColumn("_hit", F.lit(False))
     from dbstruct.jobs._cache import udf_inputs
     from dbstruct.spark import TableCache
 
-    table = TableCache(
-        spark, table=conf.cache.table, path=conf.cache.path, format=conf.cache.format
-    )
+    table = TableCache(spark, table=where.table, path=where.path, format=where.format)
     id_name = conf.source.id_column
     args, named = udf_inputs(estimator.udf, conf.source.text_columns)
     keyed = pending.select(id_name, table.key(estimator.udf, *args, **named).alias("_key"))
@@ -428,20 +431,3 @@ def _max_tokens(conf: JobConfig, estimator: RowEstimator, pilot: PilotResult | N
         estimator.counter,
         rows_per_request=conf.rows_per_request,
     )
-
-
-def _cache_exists(spark: SparkSession, conf: JobConfig) -> bool:
-    import os
-
-    assert conf.cache is not None
-    if conf.cache.table is not None:
-        return bool(spark.catalog.tableExists(conf.cache.table))
-    path = str(conf.cache.path)
-    if "://" not in path or path.startswith("file:"):
-        local = path.removeprefix("file:")
-        return os.path.isdir(local) and any(not n.startswith(".") for n in os.listdir(local))
-    try:
-        spark.read.format("delta" if conf.cache.format == "delta" else "parquet").load(path).schema  # noqa: B018
-    except Exception:  # a missing path fails analysis, classic or Connect
-        return False
-    return True

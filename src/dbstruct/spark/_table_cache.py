@@ -282,16 +282,7 @@ class TableCache:
     # ---- storage
 
     def _exists(self) -> bool:
-        if self.table is not None:
-            return bool(self.spark.catalog.tableExists(self.table))
-        local = _local_dir(str(self.path))
-        if local is not None:  # no Spark probe: a missing path makes it log a stack trace
-            return os.path.isdir(local) and any(not n.startswith(".") for n in os.listdir(local))
-        try:
-            self.read().schema  # noqa: B018  (analysis fails for a missing path)
-        except Exception:  # AnalysisException, classic or Connect
-            return False
-        return True
+        return cache_exists(self.spark, table=self.table, path=self.path, format=self.format)
 
     def _check_columns(self) -> None:
         """Refuse a table that is not a cache (a mistyped name must not get our rows)."""
@@ -337,6 +328,28 @@ def _hit_status(status_type: Any) -> Column:
     }
     struct = F.struct(*(fields[name].alias(name) for name in _result_column.STATUS_FIELDS))
     return struct.cast(status_type)
+
+
+def cache_exists(
+    spark: SparkSession,
+    *,
+    table: str | None = None,
+    path: str | os.PathLike[str] | None = None,
+    format: str = "auto",
+) -> bool:
+    """Whether the cache table (or path) holds a table, found without creating it (as
+    :class:`TableCache` does; ``dbstruct plan`` reads a job's cache, never creates it)."""
+    if table is not None:
+        return bool(spark.catalog.tableExists(table))
+    local = _local_dir(str(path))
+    if local is not None:  # no Spark probe: a missing path makes it log a stack trace
+        return os.path.isdir(local) and any(not n.startswith(".") for n in os.listdir(local))
+    fmt = format if format != "auto" else _choose_format(spark, None, str(path), format)
+    try:
+        spark.read.format(fmt).load(str(path)).schema  # noqa: B018  (fails for a missing path)
+    except Exception:  # AnalysisException, classic or Connect
+        return False
+    return True
 
 
 def _choose_format(spark: SparkSession, table: str | None, path: str | None, fmt: str) -> str:

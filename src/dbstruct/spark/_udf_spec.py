@@ -37,3 +37,22 @@ class UdfSpec:
     #: the other keyword arguments of :func:`dbstruct.from_provider`: its options (cache,
     #: max_context_tokens, ...) and the chat request fields sent with every request
     client_options: tuple[tuple[str, Any], ...] = field(default=(), repr=False)
+
+    def open_client(self, *, async_client: bool) -> Any:
+        """The client this UDF's rows are sent with (a worker's, async; ``dbstruct plan``
+        builds the same requests with a blocking one): its settings' retries, timeouts and
+        pool, and the other options."""
+        import dbstruct  # the client modules need neither pyspark nor pandas
+
+        settings = self.settings
+        return dbstruct.from_provider(
+            self.model,
+            async_client=async_client,
+            mode=self.mode,
+            credentials=self.credentials,
+            max_retries=settings.max_retries,
+            timeout=settings.timeout,
+            total_timeout=settings.total_timeout,
+            max_connections=settings.pool_size,
+            **dict(self.client_options),
+        )

@@ -85,22 +85,9 @@ async def _open_client(spec: UdfSpec) -> Any:
     """The worker's client for ``spec``, built from its settings: retries, timeouts, a pool
     of ``pool_size`` connections, and the limiter (one per client, so it sees every attempt
     the worker makes for this UDF across batches and tasks)."""
-    import dbstruct  # the client modules need neither pyspark nor pandas
-
     # built inside the loop so its connection pool belongs to this loop
-    settings = spec.settings
-    client = dbstruct.from_provider(
-        spec.model,
-        async_client=True,
-        mode=spec.mode,
-        credentials=spec.credentials,
-        max_retries=settings.max_retries,
-        timeout=settings.timeout,
-        total_timeout=settings.total_timeout,
-        max_connections=settings.pool_size,
-        **dict(spec.client_options),
-    )
-    client.limiter = worker_limiter(settings)
+    client = spec.open_client(async_client=True)
+    client.limiter = worker_limiter(spec.settings)
     return client
 
 
