@@ -42,6 +42,7 @@ from dbstruct.errors import (
 )
 from dbstruct.modes import Mode
 from dbstruct.providers import from_provider
+from dbstruct.tracing import autolog
 from dbstruct.usage import Usage
 
 __version__ = "0.1.0"
@@ -76,5 +77,6 @@ __all__ = [
     "Usage",
     "WrongTypeError",
     "__version__",
+    "autolog",
     "from_provider",
 ]

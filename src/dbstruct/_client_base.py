@@ -14,6 +14,7 @@ from dataclasses import dataclass, replace
 from typing import Any, Generic, Literal, TypeVar
 
 import openai
+from pydantic import BaseModel
 
 from dbstruct._openai_errors import translate
 from dbstruct._packing import PackHealth, PackRow
@@ -26,7 +27,9 @@ from dbstruct.answers import DEFAULT_MAX_ANSWER_BYTES
 from dbstruct.auth import Credentials
 from dbstruct.cache import ResponseCache, cache_key, cached_answer, to_cached
 from dbstruct.errors import ConfigurationError, DbstructError, InputError, RowsFailedError
+from dbstruct.evidence import evidence_model, source_text, with_evidence
 from dbstruct.modes import Message, Mode, ResponseTarget, chat_request
+from dbstruct.tracing import Tracer
 
 __all__ = ["ClientBase", "raise_or_value", "text_rows", "timed", "values_or_raise", "with_headers"]
 
@@ -35,6 +38,10 @@ C = TypeVar("C", openai.OpenAI, openai.AsyncOpenAI)
 
 class ClientBase(Generic[C]):
     """The settings and the per-call planning of both clients."""
+
+    #: which calls are traced to MLflow, and where (:mod:`dbstruct.tracing`); None: those
+    #: ``dbstruct.autolog()`` asks for, if it is on
+    tracer: Tracer | None = None
 
     def __init__(
         self,
@@ -87,7 +94,10 @@ class ClientBase(Generic[C]):
         validation_context: Any,
         kwargs: dict[str, Any],
     ) -> _Call:
+        evidence = _evidence_of(response_model, messages, kwargs.pop("evidence", False))
         check_keywords(kwargs, "create()", own=_CREATE_PARAMETERS)
+        if evidence is not None:
+            response_model = evidence_model(evidence[0], self.mode)
         target = ResponseTarget.of(response_model)
         endpoint = kwargs.pop("model", None) or self.endpoint
         check_text(messages)
@@ -111,7 +121,7 @@ class ClientBase(Generic[C]):
             max_answer_bytes=self.max_answer_bytes,
             strict_refused=strict_refused,
         )
-        return _Call(steps, target, endpoint, key, validation_context, request)
+        return _Call(steps, target, endpoint, key, validation_context, request, evidence)
 
     def context_limit(self, endpoint: str) -> int | None:
         """The prompt tokens (estimated) a request to ``endpoint`` may take; None: no check."""
@@ -162,7 +172,7 @@ class ClientBase(Generic[C]):
         )
         if hit is None:
             return None
-        return Outcome(value=hit[0], completion=hit[1], attempts=0)
+        return _located(call, Outcome(value=hit[0], completion=hit[1], attempts=0))
 
     def _translate(
         self, error: openai.APIError, endpoint: str, headers: dict[str, str]
@@ -175,7 +185,7 @@ class ClientBase(Generic[C]):
     def _remember(self, call: _Call, outcome: Outcome) -> Outcome:
         if self.cache is not None and call.key is not None and outcome.ok:
             self.cache.put(call.key, to_cached(outcome.value, outcome.usage))
-        return outcome
+        return _located(call, outcome)
 
 
 @dataclass(frozen=True)
@@ -189,10 +199,37 @@ class _Call:
     context: Any
     #: the request its first attempt sends (``dbstruct plan`` counts its tokens)
     request: dict[str, Any]
+    #: with ``evidence=True``: the response model and the text its quotes are searched in
+    evidence: tuple[type[BaseModel], str] | None = None
+
+
+def _evidence_of(
+    response_model: Any, messages: Sequence[Message], wanted: object
+) -> tuple[type[BaseModel], str] | None:
+    """``evidence=True``'s model and source text (:mod:`dbstruct.evidence`), or None."""
+    if wanted is False or wanted is None:
+        return None
+    if wanted is not True:
+        raise ConfigurationError(f"evidence must be True or False, not {wanted!r}")
+    if not (isinstance(response_model, type) and issubclass(response_model, BaseModel)):
+        raise ConfigurationError(
+            "evidence=True needs one Pydantic response model (quotes are per field), "
+            f"not {response_model!r}"
+        )
+    return response_model, source_text(messages)
+
+
+def _located(call: _Call, outcome: Outcome) -> Outcome:
+    """A success of an ``evidence=True`` call: its value is the response model with its
+    quotes located in the call's text (``value.evidence``)."""
+    if call.evidence is not None and outcome.ok and outcome.value is not None:
+        model, source = call.evidence
+        outcome.value = with_evidence(outcome.value, model, source)
+    return outcome
 
 
 #: create()'s own parameters, suggested with the request fields for a misspelt keyword
-_CREATE_PARAMETERS = ("response_model", "messages", "max_retries", "validation_context")
+_CREATE_PARAMETERS = ("response_model", "messages", "max_retries", "validation_context", "evidence")
 
 
 def timed(step: Send) -> dict[str, Any]:

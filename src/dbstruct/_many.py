@@ -57,6 +57,7 @@ from dbstruct.errors import (
     ServerError,
     TransportError,
 )
+from dbstruct.evidence import evidence_model
 from dbstruct.modes import ResponseTarget, build_schema_request
 from dbstruct.usage import Usage
 
@@ -100,13 +101,18 @@ class ManyCall:
         on_done: Callable[[int, Outcome], None] | None = None,
     ) -> None:
         self.client = client
-        self.model = response_model
+        # evidence=True: each row's call asks for quotes and locates them in its own text
+        # (the client's _begin and _remember); a pack's items carry them too
+        self.evidence = kwargs.get("evidence") is True
+        self.kwargs = {k: v for k, v in kwargs.items() if k != "evidence"}
+        self.model = (
+            evidence_model(response_model, client.mode) if self.evidence else response_model
+        )
         self.rows = list(rows)
         self.context = context
-        self.kwargs = kwargs
         self.max_retries = client.policy.max_retries if max_retries is None else max_retries
         self.endpoint = kwargs.get("model") or client.endpoint
-        self.schema: PackSchema | None = pack_schema(response_model, client.mode) if k > 1 else None
+        self.schema: PackSchema | None = pack_schema(self.model, client.mode) if k > 1 else None
         self.k = client.packing.limit(self.endpoint, k)
         self._on_done = on_done
         self.outcomes: list[Outcome | None] = [None] * len(self.rows)
@@ -252,7 +258,9 @@ class ManyCall:
 
     def resend(self, index: int) -> tuple[list[dict[str, Any]], dict[str, Any]]:
         """What to call the client's ``extract`` with for a row sent again alone."""
-        return self.rows[index].messages(), self.kwargs
+        return self.rows[index].messages(), (
+            {**self.kwargs, "evidence": True} if self.evidence else self.kwargs
+        )
 
     def resent(self, index: int, outcome: Outcome) -> None:
         """The outcome of a row sent again alone, added to its share of the pack."""

@@ -77,11 +77,15 @@ class Send:
     request: dict[str, Any]
     #: a shorter timeout for this attempt: what is left of the deadline, or None
     timeout: float | None = None
+    #: the error of the attempt before, that this one answers (a re-ask's validation error)
+    after: DbstructError | None = None
 
 
 @dataclass(frozen=True)
 class Sleep:
     seconds: float
+    #: the error this wait follows (a 429's, a 503's), for observers such as traces
+    after: DbstructError | None = None
 
 
 @dataclass
@@ -130,16 +134,19 @@ def attempts(
     last_error: DbstructError | None = None
     last_raw: str | None = None
     last_completion: Any = None
+    after: DbstructError | None = None
     attempt = 0
     while True:
         attempt += 1
-        answer = yield Send(request, _attempt_timeout(request, policy, started))
+        answer = yield Send(request, _attempt_timeout(request, policy, started), after)
+        after = None
         if isinstance(answer, DbstructError):
             error = answer
             if strict_refused is not None and sends_strict(request) and is_strict_refusal(error):
                 strict_refused(endpoint)
                 request = without_strict(request)
                 attempt -= 1  # see the module docstring: this resend is not counted
+                after = error
                 continue
             if not error.retryable or (stop is not None and stop(error)):
                 unsent = isinstance(error, EndpointError) and not error.sent
@@ -179,8 +186,9 @@ def attempts(
                 endpoint=endpoint,
             )
             return _failed(exhausted, attempt, usage, started, last_completion)
+        after = error
         if wait > 0:
-            yield Sleep(wait)
+            yield Sleep(wait, error)
 
 
 #: unusable answers that a re-ask would likely get again: not retried

@@ -24,6 +24,8 @@ import openai
 from openai.types.chat import ChatCompletion
 from pydantic import BaseModel
 
+from dbstruct import tracing
+from dbstruct._call_trace import CallTrace
 from dbstruct._client_base import (
     ClientBase,
     raise_or_value,
@@ -149,10 +151,11 @@ class StructuredClient(ClientBase[openai.OpenAI]):
         **kwargs: Any,
     ) -> Outcome:
         """Like :meth:`create`, but returns an :class:`Outcome` rather than raising."""
+        trace = tracing.begin(self, response_model, messages, kwargs)  # None: not traced
         call = self._begin(response_model, messages, max_retries, validation_context, kwargs)
         if isinstance(call, Outcome):
-            return call
-        return self._remember(call, self._drive(call.steps))
+            return tracing.end(trace, call)
+        return self._remember(call, self._drive(call.steps, trace))
 
     def create_many(
         self,
@@ -209,20 +212,25 @@ class StructuredClient(ClientBase[openai.OpenAI]):
         )
         return run_many(self, many)
 
-    def _drive(self, steps: Steps) -> Outcome:
-        """Run one call's attempts (:func:`dbstruct._retry.attempts`) to its outcome."""
+    def _drive(self, steps: Steps, trace: CallTrace | None = None) -> Outcome:
+        """Run one call's attempts (:func:`dbstruct._retry.attempts`) to its outcome;
+        ``trace`` records each step (:mod:`dbstruct.tracing`)."""
         step = next(steps)
         while True:
+            if trace is not None:
+                trace.step(step)
             answer: Any = None
             if isinstance(step, Sleep):
                 time.sleep(step.seconds)
             else:
                 answer = self._attempt(timed(step))
+                if trace is not None:
+                    trace.answered(answer)
             try:
                 step = steps.send(answer)
             except StopIteration as done:
                 outcome: Outcome = done.value
-                return outcome
+                return tracing.end(trace, outcome)
 
     def _attempt(self, request: dict[str, Any]) -> Any:
         try:
@@ -339,10 +347,11 @@ class AsyncStructuredClient(ClientBase[openai.AsyncOpenAI]):
     ) -> Outcome:
         """Like :meth:`create`, but returns an :class:`Outcome` rather than raising."""
         # the cache lookup stays on the loop: sqlite answers in microseconds
+        trace = tracing.begin(self, response_model, messages, kwargs)  # None: not traced
         call = self._begin(response_model, messages, max_retries, validation_context, kwargs)
         if isinstance(call, Outcome):
-            return call
-        return self._remember(call, await self._drive(call.steps))
+            return tracing.end(trace, call)
+        return self._remember(call, await self._drive(call.steps, trace))
 
     async def create_many(
         self,
@@ -398,20 +407,25 @@ class AsyncStructuredClient(ClientBase[openai.AsyncOpenAI]):
         await run_many_async(self, many, asyncio.Semaphore(concurrency))
         return many.results()
 
-    async def _drive(self, steps: Steps) -> Outcome:
-        """Run one call's attempts (:func:`dbstruct._retry.attempts`) to its outcome."""
+    async def _drive(self, steps: Steps, trace: CallTrace | None = None) -> Outcome:
+        """Run one call's attempts (:func:`dbstruct._retry.attempts`) to its outcome;
+        ``trace`` records each step (:mod:`dbstruct.tracing`)."""
         step = next(steps)
         while True:
+            if trace is not None:
+                trace.step(step)
             answer: Any = None
             if isinstance(step, Sleep):
                 await asyncio.sleep(step.seconds)
             else:
                 answer = await self._attempt(timed(step))
+                if trace is not None:
+                    trace.answered(answer)
             try:
                 step = steps.send(answer)
             except StopIteration as done:
                 outcome: Outcome = done.value
-                return outcome
+                return tracing.end(trace, outcome)
 
     async def _attempt(self, request: dict[str, Any]) -> Any:
         limiter = self.limiter

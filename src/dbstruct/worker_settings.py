@@ -105,6 +105,9 @@ class WorkerSettings:
     workers: int | None = None
     #: rows one request carries at most (1: a request per row); see :mod:`dbstruct._packing`
     rows_per_request: int = 1
+    #: the share of rows whose calls are traced to MLflow, by a hash of their messages
+    #: (failed rows too, whenever tracing is on); see :mod:`dbstruct.tracing`
+    trace_sample_rate: float = 0.0
 
     def __post_init__(self) -> None:
         problem = concurrency_problem(self.concurrency)
@@ -133,6 +136,9 @@ class WorkerSettings:
         workers = self.workers
         if workers is not None and (not isinstance(workers, int) or workers < 1):
             raise ConfigurationError(f"workers must be a positive int, got {workers!r}")
+        rate = self.trace_sample_rate
+        if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0 <= rate <= 1:
+            raise ConfigurationError(f"trace_sample_rate must be from 0 to 1, got {rate!r}")
 
     @property
     def pool_size(self) -> int:

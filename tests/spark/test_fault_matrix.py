@@ -66,6 +66,8 @@ TERMINAL = {
     "refusal": r"RefusalError: the model refused",
     "oversized": r"OversizedOutputError: ",  # not retried: the same request, the same answer
 }
+#: answered 200 with a valid value: misquoted evidence, and these rows ask for none
+ACCEPTED = frozenset({"misquote"})
 WAITS_BACKOFF = {"429_bare", "500", "502", "503", "504", "timeout", "drop"}
 
 
@@ -101,6 +103,8 @@ def expect(markers: Sequence[Marker]) -> Expect:
         if kind is None:
             return Expect(attempt, None, min_s, max_s, tuple(faults))
         faults.append(kind)
+        if kind in ACCEPTED:
+            return Expect(attempt, None, min_s, max_s, tuple(faults))
         if kind == "timeout":
             min_s += TIMEOUT
             max_s += TIMEOUT
@@ -162,7 +166,7 @@ def plan(seed: int = 6) -> list[Case]:
 
 def test_every_fault_kind_has_an_expected_error() -> None:
     # a kind added to the emulator must be added here, or the matrix would not cover it
-    assert set(FAULT_KINDS) <= set(RETRIED) | set(TERMINAL)
+    assert set(FAULT_KINDS) <= set(RETRIED) | set(TERMINAL) | ACCEPTED
 
 
 def test_the_oracle_follows_the_marker_rules() -> None:

@@ -214,7 +214,8 @@ def test_output_marker_counts_attempts_across_reasks(emu: Emulator) -> None:
 EXPECTED = {"429": 429, "429_body": 429, "429_bare": 429}
 EXPECTED |= {"500": 500, "502": 502, "503": 503, "504": 504, "timeout": 504, "drop": 0}
 EXPECTED |= dict.fromkeys(
-    ("malformed", "invalid", "length", "refusal", "empty", "wrong_tool", "oversized"), 200
+    ("malformed", "invalid", "length", "refusal", "empty", "wrong_tool", "oversized", "misquote"),
+    200,
 )
 
 

@@ -136,3 +136,19 @@ def test_durations(text: str, minutes: float) -> None:
 def test_bad_durations_name_the_text(text: str) -> None:
     with pytest.raises(ValueError, match="--deadline"):
         parse_duration(text)
+
+
+def test_evidence_is_counted_in_the_prompt_and_the_answer(emu: Emulator) -> None:
+    # evidence: true asks for quotes in the same request: a larger schema, a longer answer
+    plain = RowEstimator(load_config("conf/demo.yml", []))
+    conf = load_config("conf/demo.yml", ["evidence=true"])
+    quoted = RowEstimator(conf)
+    counted = quoted.prompt_tokens(PROMPT_ROWS[:5])
+    assert all(q > p for q, p in zip(counted, plain.prompt_tokens(PROMPT_ROWS[:5]), strict=True))
+    assert quoted.completion_tokens_per_row > plain.completion_tokens_per_row
+    client = _client(emu, conf)
+    for (subject, body), tokens in zip(PROMPT_ROWS[:5], counted, strict=True):
+        text = conf.prompt_spec.replace("{subject}", subject).replace("{body}", body)  # type: ignore[union-attr]
+        messages = [{"role": "user", "content": text}]
+        outcome = client.extract(conf.response_model_class, messages, evidence=True)
+        assert outcome.usage.prompt_tokens == tokens

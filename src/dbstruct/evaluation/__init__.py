@@ -14,6 +14,7 @@ metric.
 
 from __future__ import annotations
 
+from dbstruct.evaluation._evidence import EvidenceRate, evidence_rates
 from dbstruct.evaluation._fields import FieldSpec, field_specs
 from dbstruct.evaluation._labels import LabelError, Labels, parse_labels, read_labels_file
 from dbstruct.evaluation._report import (
@@ -40,11 +41,13 @@ __all__ = [
     "Disagreement",
     "EvaluatedRun",
     "Evaluation",
+    "EvidenceRate",
     "FieldScore",
     "FieldSpec",
     "LabelError",
     "Labels",
     "Prediction",
+    "evidence_rates",
     "field_specs",
     "format_runs",
     "headline",

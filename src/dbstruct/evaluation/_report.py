@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from dbstruct.errors import ConfigurationError
+from dbstruct.evaluation._evidence import EvidenceRate
 from dbstruct.evaluation._scores import FAILED, NULL, Evaluation, FieldScore, _jsonable
 
 __all__ = [
@@ -40,6 +41,8 @@ class EvaluatedRun:
     cost_usd: float | None = None
     #: labelled ids the job's source does not hold (not scored)
     labels_not_in_source: int = 0
+    #: per field, how often its quote was found in the text (runs with evidence on)
+    evidence: dict[str, EvidenceRate] | None = None
 
     def per_row(self, total: float | None) -> float | None:
         rows = self.evaluation.rows
@@ -55,6 +58,8 @@ class EvaluatedRun:
             completion_tokens_per_row=self.per_row(self.completion_tokens),
             cost_per_row_usd=self.per_row(self.cost_usd),
         )
+        if self.evidence is not None:
+            out["evidence"] = {k: v.to_dict() for k, v in self.evidence.items()}
         return out
 
 
@@ -105,6 +110,21 @@ def _field_lines(runs: Sequence[EvaluatedRun]) -> list[list[str]]:
     return lines
 
 
+def _evidence_lines(runs: Sequence[EvaluatedRun]) -> list[list[str]]:
+    """Rows of the table: each field's evidence found rate (runs with evidence on)."""
+    names = list(dict.fromkeys(f for r in runs for f in (r.evidence or {})))
+    lines = []
+    for i, name in enumerate(names):
+        values = [
+            _value("found_rate", r.evidence[name].found_rate)
+            if r.evidence is not None and name in r.evidence
+            else "-"
+            for r in runs
+        ]
+        lines.append(["evidence found" if i == 0 else "", name, *values])
+    return lines
+
+
 def _costs(runs: Sequence[EvaluatedRun]) -> list[list[str]]:
     def tokens(r: EvaluatedRun) -> str:
         total = r.per_row(r.prompt_tokens + r.completion_tokens)
@@ -148,11 +168,11 @@ def format_runs(runs: Sequence[EvaluatedRun], disagreements: int = 10) -> str:
             s = fields[cells[0]] if cells[0] else None
             counts = [str(s.support), str(s.missing_prediction), str(s.unlabelled)] if s else []
             rows.append([*cells, *(counts or ["", "", ""])])
-        rows += [[*c, "", "", ""] for c in _costs(runs)]
+        rows += [[*c, "", "", ""] for c in _evidence_lines(runs) + _costs(runs)]
     else:
         rows = [["field", "metric", *(f"[{i}]" for i in range(1, len(runs) + 1))]]
         rows += [["rows", "", *(str(r.evaluation.rows) for r in runs)]]
-        rows += _field_lines(runs) + _costs(runs)
+        rows += _field_lines(runs) + _evidence_lines(runs) + _costs(runs)
         parts = [f"[{i}] {p}" for i, p in enumerate(parts, start=1)]
     parts += ["", _table(rows, right=2)]
     for i, r in enumerate(runs, start=1):
@@ -209,7 +229,7 @@ def _markdown(runs: Sequence[EvaluatedRun], charts: list[Path]) -> str:
         e = r.evaluation
         lines.append(f"- [{i}] `{r.name}`: {e.rows} labelled rows, {r.how}, {len(e.failed)} failed")
     header = ["field", "metric", *(f"[{i}]" for i in range(1, len(runs) + 1))]
-    rows = _field_lines(runs) + _costs(runs)
+    rows = _field_lines(runs) + _evidence_lines(runs) + _costs(runs)
     lines += ["", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(c or " " for c in row) + " |" for row in rows]
     lines += [""] + [f"![{c.stem}]({c.name})" for c in charts]

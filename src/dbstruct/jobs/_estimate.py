@@ -68,7 +68,8 @@ class RowEstimator:
     @cached_property
     def completion_tokens_per_row(self) -> float:
         """The expected completion tokens of one row's answer (its share of a full pack's)."""
-        model, mode = self.conf.response_model_class, self.conf.mode_enum
+        # what rows are asked for: the response model, with its quotes under evidence: true
+        model, mode = self.udf.spec.request_model, self.conf.mode_enum
         if self.k > 1:
             return estimate_packed_answer(model, mode, self.k, self.counter).per_row
         return estimate_answer(model, mode, self.counter).tokens
@@ -97,7 +98,7 @@ class RowEstimator:
                 packable.append((i, row))
                 continue
             call = self.client._begin(
-                spec.response_model, as_messages(prompt.render(texts)), None, None, {}
+                spec.request_model, as_messages(prompt.render(texts)), None, None, {}
             )
             if not hasattr(call, "request"):  # a row too large to send, or a cache hit
                 continue
@@ -105,7 +106,7 @@ class RowEstimator:
             out[i] = self.counter.prompt(call.request)
         if packable:
             many = ManyCall(
-                self.client, spec.response_model, [r for _, r in packable], self.k, None, None, {}
+                self.client, spec.request_model, [r for _, r in packable], self.k, None, None, {}
             )
             for members, request in many.first_requests():
                 tokens = self.counter.prompt(request)

@@ -8,9 +8,9 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from dbstruct.errors import ConfigurationError, JobStoppedError
+from dbstruct.errors import ConfigurationError, JobStoppedError, SchemaError
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
@@ -118,7 +118,7 @@ def evaluate_command(args: argparse.Namespace) -> int:
             evaluate_job(spark, conf, lab, name=name)
             for conf, lab, name in zip(confs, labels, names, strict=True)
         ]
-    except (ConfigurationError, JobStoppedError) as e:
+    except (ConfigurationError, SchemaError, JobStoppedError) as e:
         print(f"dbstruct evaluate: {e}", file=sys.stderr)
         return 2
     finally:
@@ -133,7 +133,18 @@ def evaluate_command(args: argparse.Namespace) -> int:
     if args.report:
         written = write_report(args.report, runs)
         print(f"report: {', '.join(str(p) for p in written)}", file=sys.stderr)
+    _log_to_mlflow(confs, runs, args.report)
     return 0
+
+
+def _log_to_mlflow(confs: list[JobConfig], runs: list[Any], report: str | None) -> None:
+    """Each job file with ``mlflow:`` gets its scores logged as an MLflow run of its own."""
+    from dbstruct.jobs._mlflow_run import log_evaluation
+
+    for conf, run in zip(confs, runs, strict=True):
+        if conf.mlflow is not None:
+            run_id = log_evaluation(conf, run, report)
+            print(f"mlflow: {run.name} scores logged as run {run_id}", file=sys.stderr)
 
 
 def _labels(

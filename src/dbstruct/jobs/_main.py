@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from importlib import resources
 from typing import TYPE_CHECKING, Any
 
-from dbstruct.errors import BudgetReachedError, ConfigurationError, JobStoppedError
+from dbstruct.errors import BudgetReachedError, ConfigurationError, JobStoppedError, SchemaError
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
@@ -153,7 +153,7 @@ def run_command(args: argparse.Namespace) -> int:
         _write_summary(args.summary_json, summary, summary.exit_code)
         if args.rows > 0:
             show_rows(spark, conf, summary, args.rows)
-    except (ConfigurationError, JobStoppedError) as e:
+    except (ConfigurationError, SchemaError, JobStoppedError) as e:
         code = 3 if isinstance(e, BudgetReachedError) else 2
         if isinstance(e, JobStoppedError) and e.summary is not None:
             print(e.summary.to_text())  # what was committed before the stop

@@ -9,7 +9,7 @@ import argparse
 import json
 import sys
 
-from dbstruct.errors import ConfigurationError, JobStoppedError
+from dbstruct.errors import ConfigurationError, JobStoppedError, SchemaError
 from dbstruct.token_count import ESTIMATE, TOKENIZERS
 
 __all__ = ["PLAN_DESCRIPTION", "PLAN_EXAMPLES", "add_plan_arguments", "plan_command"]
@@ -85,7 +85,7 @@ def plan_command(args: argparse.Namespace) -> int:
         plan = plan_job(
             spark, conf, pilot=args.pilot, deadline_minutes=deadline, tokenizer=args.tokenizer
         )
-    except (ConfigurationError, JobStoppedError) as e:
+    except (ConfigurationError, SchemaError, JobStoppedError) as e:
         print(f"dbstruct plan: {e}", file=sys.stderr)
         return 2
     finally:

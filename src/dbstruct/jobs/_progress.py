@@ -226,6 +226,8 @@ class Progress:
         self.started = clock()
         self.done = ChunkStats()
         self.committed = 0
+        #: called after each committed chunk (an MLflow run logs its metrics)
+        self.on_chunk: Callable[[Progress], None] | None = None
 
     def chunk_done(self, stats: ChunkStats) -> str:
         """Add a committed chunk's counts; log and return the progress line."""
@@ -247,4 +249,6 @@ class Progress:
             + ("" if cost is None else f", {_usd(cost)} so far")
         )
         logger.info("%s", line)
+        if self.on_chunk is not None:
+            self.on_chunk(self)
         return line

@@ -25,6 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from dbstruct.errors import ConfigurationError
 from dbstruct.jobs._did_you_mean import did_you_mean
+from dbstruct.jobs._mlflow_conf import MlflowConfig
 from dbstruct.jobs._model_ref import import_model
 from dbstruct.jobs._secrets import check_reference_syntax, is_reference
 from dbstruct.modes import Mode
@@ -67,7 +68,7 @@ JOB_COLUMNS = ("batch", "processed_at")
 _RESERVED_OPTIONS = {
     "model": "model", "mode": "mode", "max_retries": "max_retries",
     "concurrency": "concurrency", "prompt": "prompt", "response_model": "response_model",
-    "rows_per_request": "rows_per_request",
+    "rows_per_request": "rows_per_request", "evidence": "evidence",
     "include_status": "-", "strict": "-", "name": "-", "async_client": "-",
     "base_url": "credentials.host", "api_key": "credentials.token", "credentials": "credentials",
 }  # fmt: skip
@@ -273,16 +274,14 @@ class JobConfig(_Section):
     model: str
     prompt: str | list[dict[str, str]] | None = None
     mode: str = "TOOLS"
-    concurrency: int = Field(
-        default=DEFAULT_CONCURRENCY, ge=CONCURRENCY_RANGE[0], le=CONCURRENCY_RANGE[1]
-    )
-    max_retries: int = Field(
-        default=DEFAULT_MAX_RETRIES, ge=MAX_RETRIES_RANGE[0], le=MAX_RETRIES_RANGE[1]
-    )
+    concurrency: int = Field(DEFAULT_CONCURRENCY, ge=CONCURRENCY_RANGE[0], le=CONCURRENCY_RANGE[1])
+    max_retries: int = Field(DEFAULT_MAX_RETRIES, ge=MAX_RETRIES_RANGE[0], le=MAX_RETRIES_RANGE[1])
     #: rows one request carries (structured_udf's rows_per_request)
     rows_per_request: int = Field(
         default=1, ge=ROWS_PER_REQUEST_RANGE[0], le=ROWS_PER_REQUEST_RANGE[1]
     )
+    #: a verbatim quote per field, located in the row's text (structured_udf's evidence)
+    evidence: bool = False
     options: dict[str, Any] = Field(default_factory=dict)
     partitions: int = Field(default=4, ge=1, le=10_000)
     chunk_rows: int = Field(default=5000, ge=1)
@@ -297,6 +296,7 @@ class JobConfig(_Section):
     pricing: dict[str, Any] | None = None
     budget: BudgetConfig | None = None
     endpoint_limits: EndpointLimits | None = None
+    mlflow: MlflowConfig | None = None  # a run per job run, traces (dbstruct.jobs._mlflow_run)
 
     @model_validator(mode="before")
     @classmethod
@@ -407,6 +407,8 @@ def build_udf(conf: JobConfig, credentials: Credentials) -> StructuredUDF:
         concurrency=conf.concurrency,
         max_retries=conf.max_retries,
         rows_per_request=conf.rows_per_request,
+        evidence=conf.evidence,
+        trace_sample_rate=conf.mlflow.trace_sample_rate if conf.mlflow else 0.0,
         include_status=True,
         credentials=credentials,
         name="dbstruct_" + re.sub(r"\W", "_", conf.name),

@@ -27,7 +27,14 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel
 
-from dbstruct.evaluation import EvaluatedRun, LabelError, Labels, Prediction, score
+from dbstruct.evaluation import (
+    EvaluatedRun,
+    LabelError,
+    Labels,
+    Prediction,
+    evidence_rates,
+    score,
+)
 from dbstruct.evaluation import parse_labels as _parse
 from dbstruct.evaluation import read_labels_file as _read_file
 from dbstruct.jobs._cache import udf_inputs
@@ -181,4 +188,5 @@ def evaluate_job(
         completion_tokens=completion,
         cost_usd=None if price is None else price.cost_usd(prompt, completion),
         labels_not_in_source=len(labels.rows) - len(scored.rows),
+        evidence=evidence_rates({i: p.value for i, p in predictions.items() if i in scored.rows}),
     )

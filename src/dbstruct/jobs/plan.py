@@ -426,7 +426,7 @@ def _max_tokens(conf: JobConfig, estimator: RowEstimator, pilot: PilotResult | N
     if pilot is not None and pilot.completions:
         return max_tokens_from_answers(pilot.completions)
     return suggested_max_tokens(
-        conf.response_model_class,
+        estimator.udf.spec.request_model,
         conf.mode_enum,
         estimator.counter,
         rows_per_request=conf.rows_per_request,

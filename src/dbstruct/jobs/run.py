@@ -29,6 +29,7 @@ from dbstruct.errors import BudgetReachedError, ConfigurationError, JobStoppedEr
 from dbstruct.jobs._budget import BudgetPlan, plan_budget
 from dbstruct.jobs._cache import JobCache, has_value, open_job_cache, udf_inputs
 from dbstruct.jobs._credentials import job_credentials
+from dbstruct.jobs._mlflow_run import JobRun, job_run
 from dbstruct.jobs._origin import claim_target, job_origin, record_origin
 from dbstruct.jobs._progress import BudgetOutcome, ChunkStats, JobSummary, Progress
 from dbstruct.jobs._secrets import resolve_references
@@ -69,7 +70,25 @@ def run_job(
     sent when the budget is below one row's estimate, and
     :class:`~dbstruct.errors.BudgetReachedError` (its ``summary`` set) when the rows left
     would not fit what is left of it.
+
+    With ``mlflow:`` in the job file, the run is an MLflow run (:mod:`._mlflow_run`).
     """
+    with job_run(conf) as mlflow_run:
+        summary = _run_job(spark, conf, credentials, dbutils, environ, only, mlflow_run)
+        if mlflow_run is not None:
+            mlflow_run.finished(summary)
+        return summary
+
+
+def _run_job(
+    spark: SparkSession,
+    conf: JobConfig,
+    credentials: Credentials | None,
+    dbutils: Any,
+    environ: Mapping[str, str] | None,
+    only: DataFrame | None,
+    mlflow_run: JobRun | None,
+) -> JobSummary:
     started = time.monotonic()
     emulated = conf.emulator is not None and credentials is None
     target = open_target(spark, conf.target, conf.source.id_column)
@@ -107,8 +126,9 @@ def run_job(
         summary = _Summary(conf, target, source_rows, todo, started, run, emulated, budget)
         try:
             done = _process(
-                conf, target, pending, udf, run, todo, open_job_cache(spark, conf, source), budget
-            )
+                conf, target, pending, udf, run, todo, open_job_cache(spark, conf, source), budget,
+                mlflow_run,
+            )  # fmt: skip
         except JobStoppedError as e:
             e.summary = summary.of(e.done, stopped=isinstance(e, BudgetReachedError))
             raise
@@ -198,6 +218,7 @@ def _process(
     todo: int,
     cache: JobCache | None = None,
     budget: BudgetPlan | None = None,
+    mlflow_run: JobRun | None = None,
 ) -> ChunkStats:
     """Commit ``pending`` in chunks; the counts of what was committed. With a ``cache``,
     rows answered before are not sent, and each chunk's successes are stored once committed.
@@ -211,6 +232,7 @@ def _process(
             conf.name, todo, conf.chunk_rows, target.where, target.format, run,
         )  # fmt: skip
         progress = Progress(todo, None, price=conf.price)
+        progress.on_chunk = None if mlflow_run is None else mlflow_run.chunk_done
         while (buckets := budget.next_chunk(progress.done)) is not None:
             rows = budget.rows(pending, buckets)
             _commit(conf, target, rows, udf, run, cache, progress, budget.chunks - 1, None)
@@ -221,6 +243,7 @@ def _process(
         conf.name, todo, chunks, conf.chunk_rows, target.where, target.format, run,
     )  # fmt: skip
     progress = Progress(todo, chunks, price=conf.price)
+    progress.on_chunk = None if mlflow_run is None else mlflow_run.chunk_done
     id_col = F.col(conf.source.id_column)
     for chunk in range(chunks):
         rows = pending.where(F.pmod(F.xxhash64(id_col), F.lit(chunks)) == chunk)

@@ -82,7 +82,7 @@ def key_spec(udf: StructuredUDF) -> KeySpec:
     options = set(provider_parameters())
     defaults = tuple((k, v) for k, v in spec.client_options if k not in options)
     endpoint = parse_model(spec.model)
-    return KeySpec(spec.name, spec.response_model, spec.prompt, spec.mode, endpoint, defaults)
+    return KeySpec(spec.name, spec.request_model, spec.prompt, spec.mode, endpoint, defaults)
 
 
 def row_key(spec: KeySpec, values: Sequence[Any]) -> str | None:

@@ -22,7 +22,8 @@ from dbstruct._packing import pack_schema
 from dbstruct._params import check_keywords
 from dbstruct.auth import Credentials, resolve_credentials
 from dbstruct.cache import open_cache
-from dbstruct.errors import ConfigurationError
+from dbstruct.errors import ConfigurationError, SchemaError
+from dbstruct.evidence import evidence_model, output_model
 from dbstruct.json_schema import compile_schema
 from dbstruct.modes import Mode
 from dbstruct.providers import (
@@ -35,6 +36,7 @@ from dbstruct.spark import _result_column
 from dbstruct.spark._prompt import Prompt, PromptSpec, TemplatePrompt, build_prompt
 from dbstruct.spark._udf_spec import UdfSpec
 from dbstruct.spark.struct_types import spark_schema
+from dbstruct.tracing import udf_tracer
 from dbstruct.worker_settings import DEFAULT_CONCURRENCY, DEFAULT_MAX_RETRIES, WorkerSettings
 
 if TYPE_CHECKING:
@@ -69,7 +71,9 @@ def structured_udf(
     max_qps: float | None = None,
     max_tokens_per_minute: float | None = None,
     workers: int | None = None,
+    trace_sample_rate: float = 0.0,
     rows_per_request: int = 1,
+    evidence: bool = False,
     **defaults: Any,
 ) -> StructuredUDF:
     """A UDF returning ``spark_schema(response_model)`` for each row of text.
@@ -97,6 +101,12 @@ def structured_udf(
     row. Refused here when the mode cannot pack (PARALLEL_TOOLS), the list would exceed
     Databricks' key limits, or the prompt's placeholders are not all in its last message.
 
+    ``evidence=True`` asks, in the same request, for a verbatim quote per top-level field
+    and searches each quote in the row's text on the executor (see :mod:`dbstruct.evidence`):
+    the value gains ``evidence: struct<<field>: struct<quote, found, start, end>, ...>``,
+    ``found`` false for a quote that is not in the text. It adds 3 keys to the schema (refused
+    here when that passes Databricks' limits) and works with ``rows_per_request``.
+
     A row that still fails after ``max_retries`` (0 to 20) has null fields (Spark cannot
     return a null struct from a pandas UDF: ``user IS NULL`` is false, ``user.name IS NULL``
     is true); the failure is logged on the executor. ``include_status=True`` returns
@@ -122,6 +132,12 @@ def structured_udf(
     (``sparkContext.defaultParallelism``); on Spark Connect without that conf, pass it. Fewer
     tasks at once than ``workers`` keep the job under its cap; more (autoscaling) exceed it.
 
+    MLflow traces (:mod:`dbstruct.tracing`): with ``trace_sample_rate`` > 0 (0 to 1), or when
+    ``dbstruct.autolog()`` is on here, executors write the traces of every failed row and of
+    that share of the others (by a hash of each row's messages, so the same rows every run)
+    to the MLflow tracking URI and experiment active here when the UDF is built; see
+    docs/MLFLOW.md for what happens when executors cannot reach it.
+
     These settings, and ``timeout``, ``total_timeout`` and ``max_connections`` (default:
     ``concurrency``), are a :class:`dbstruct.worker_settings.WorkerSettings`, checked here.
     Other keyword arguments (``temperature``, ``max_tokens``, ``cache``, ...) go to
@@ -139,11 +155,14 @@ def structured_udf(
         max_qps=max_qps,
         max_tokens_per_minute=max_tokens_per_minute,
         workers=workers,
+        trace_sample_rate=trace_sample_rate,
         rows_per_request=rows_per_request,
         **{k: v for k, v in defaults.items() if k in _SETTING_OPTIONS},
     )
     settings = _with_workers(settings)
     parsed_prompt = build_prompt(prompt)
+    if not isinstance(evidence, bool):
+        raise ConfigurationError(f"evidence must be True or False, not {evidence!r}")
     value_type = spark_schema(response_model)  # SchemaMappingError, on the driver
     creds = credentials or resolve_credentials(base_url=base_url, api_key=api_key)
     parse_model(model)
@@ -152,8 +171,20 @@ def structured_udf(
     client_options = {k: v for k, v in defaults.items() if k not in _SETTING_OPTIONS}
     _check_client_options(client_options)
     compile_schema(response_model, strict=chosen is Mode.TOOLS_STRICT)
+    requested: type[BaseModel] = response_model
+    if evidence:
+        requested = evidence_model(response_model, chosen)  # the mode's key limits
+        value_type = spark_schema(output_model(response_model))
     if settings.rows_per_request > 1:
-        _check_packing(response_model, chosen, parsed_prompt)
+        try:
+            _check_packing(requested, chosen, parsed_prompt)
+        except SchemaError as e:
+            if not evidence:
+                raise
+            raise SchemaError(
+                f"{e} (with evidence=True, whose quotes take 3 of those keys)",
+                model=response_model.__name__,
+            ) from e
     spec = UdfSpec(
         id=uuid.uuid4().hex,
         name=name or f"extract_{response_model.__name__.lower()}",
@@ -165,7 +196,9 @@ def structured_udf(
         strict=strict,
         credentials=creds,
         settings=settings,
+        tracer=udf_tracer(settings.trace_sample_rate),
         client_options=tuple(sorted(client_options.items())),
+        evidence=evidence,
     )
     return StructuredUDF(spec, _result_column.return_type(value_type, include_status))
 

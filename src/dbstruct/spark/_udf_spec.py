@@ -15,6 +15,7 @@ from pydantic import BaseModel
 from dbstruct.auth import Credentials
 from dbstruct.modes import Mode
 from dbstruct.spark._prompt import Prompt
+from dbstruct.tracing import Tracer
 from dbstruct.worker_settings import WorkerSettings
 
 __all__ = ["UdfSpec"]
@@ -34,9 +35,32 @@ class UdfSpec:
     strict: bool
     credentials: Credentials = field(repr=False)
     settings: WorkerSettings = field(default_factory=WorkerSettings)
+    #: traces of sampled and failed rows, to the driver's MLflow (:mod:`dbstruct.tracing`)
+    tracer: Tracer | None = None
     #: the other keyword arguments of :func:`dbstruct.from_provider`: its options (cache,
     #: max_context_tokens, ...) and the chat request fields sent with every request
     client_options: tuple[tuple[str, Any], ...] = field(default=(), repr=False)
+    #: ask for a quote per field and locate it in the row's text (:mod:`dbstruct.evidence`)
+    evidence: bool = False
+
+    @property
+    def request_model(self) -> type[BaseModel]:
+        """What rows are asked for and validated as: the response model, with its quotes
+        when ``evidence`` is on."""
+        if not self.evidence:
+            return self.response_model
+        from dbstruct.evidence import wire_model
+
+        return wire_model(self.response_model)
+
+    @property
+    def output_model(self) -> type[BaseModel]:
+        """What a row's value becomes in the result column."""
+        if not self.evidence:
+            return self.response_model
+        from dbstruct.evidence import output_model
+
+        return output_model(self.response_model)
 
     def open_client(self, *, async_client: bool) -> Any:
         """The client this UDF's rows are sent with (a worker's, async; ``dbstruct plan``

@@ -16,6 +16,7 @@ import os
 import threading
 from collections import OrderedDict
 from collections.abc import Iterator, Sequence
+from dataclasses import replace
 from typing import Any
 
 import pandas as pd
@@ -24,10 +25,12 @@ from dbstruct._many import PackCollector
 from dbstruct._packing import PackRow
 from dbstruct._rate_control import worker_limiter
 from dbstruct.errors import ConfigurationError
+from dbstruct.evidence import with_evidence
 from dbstruct.spark._prompt import Rendered, as_messages
 from dbstruct.spark._request_window import LoopThread, Request, stream
 from dbstruct.spark._result_column import RowResult, describe_error, frame
 from dbstruct.spark._udf_spec import UdfSpec
+from dbstruct.tracing import flush as flush_traces
 from dbstruct.worker_settings import CONCURRENCY_RANGE
 
 __all__ = ["run_partition"]
@@ -88,13 +91,14 @@ async def _open_client(spec: UdfSpec) -> Any:
     # built inside the loop so its connection pool belongs to this loop
     client = spec.open_client(async_client=True)
     client.limiter = worker_limiter(spec.settings)
+    client.tracer = spec.tracer  # None: this UDF's rows are not traced
     return client
 
 
 async def _open_collector(spec: UdfSpec, client: Any) -> PackCollector:
     settings = spec.settings
     return PackCollector(
-        client, spec.response_model, settings.rows_per_request, settings.concurrency
+        client, spec.request_model, settings.rows_per_request, settings.concurrency
     )
 
 
@@ -108,15 +112,19 @@ def run_partition(spec: UdfSpec, batches: Iterator[Any]) -> Iterator[pd.DataFram
         collector = runtime.collector(spec, client) if packing else None
     tally = _Tally(spec)
 
-    async def call(row: Rendered | PackRow) -> RowResult:
+    async def call(payload: tuple[Rendered | PackRow, str]) -> RowResult:
+        row, source = payload
         if isinstance(row, PackRow):
             assert collector is not None
             outcome = await collector.extract(row)
         else:
             outcome = await client.extract(
-                response_model=spec.response_model, messages=as_messages(row)
+                response_model=spec.request_model, messages=as_messages(row)
             )
-        return RowResult.of(outcome)
+        result = RowResult.of(outcome)
+        if spec.evidence and result.value is not None:
+            return replace(result, value=with_evidence(result.value, spec.response_model, source))
+        return result
 
     requests = (_requests(spec, columns, packing) for columns in batches)
     # rows in flight: enough to fill `concurrency` packs of `rows_per_request`
@@ -132,10 +140,11 @@ def run_partition(spec: UdfSpec, batches: Iterator[Any]) -> Iterator[pd.DataFram
     try:
         for results in outputs:
             tally.check(results)
-            yield frame(spec.response_model, results, spec.include_status)
+            yield frame(spec.output_model, results, spec.include_status)
     finally:
         outputs.close()  # Spark may stop early (LIMIT): cancel what is still in flight
     tally.summary()
+    flush_traces(spec.tracer)  # MLflow writes traces in the background: wait for this task's
 
 
 def _requests(spec: UdfSpec, columns: Any, packing: bool) -> list[Request | None]:
@@ -153,7 +162,9 @@ def _requests(spec: UdfSpec, columns: Any, packing: bool) -> list[Request | None
         row: Rendered | PackRow | None = spec.prompt.pack_row(texts) if packing else None
         if row is None:
             row = spec.prompt.render(texts)
-        out.append(Request(key=row, payload=row))
+        # the text a row's quotes are searched in (evidence): its values, newline-joined
+        source = "\n".join(t for t in texts if t is not None)
+        out.append(Request(key=row, payload=(row, source)))
     return out
 
 

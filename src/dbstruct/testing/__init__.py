@@ -27,6 +27,11 @@ Fault markers, written anywhere in a message's text (one row of a Spark column, 
 KIND is one of :data:`FAULT_KINDS`. The same kinds take rates in
 ``configure(faults={"500": 0.05}, seed=7)`` and are :class:`Fault` script items.
 
+Quotes (evidence): a string property named "quote" (or "citation", "evidence_quote", or
+described as a verbatim quote) is answered with 1 to 8 words copied exactly from the row's
+text, one entry per field where a list of quotes names its fields in an enum; the "misquote"
+fault makes every quote words the text does not hold (see ``_synth``).
+
 Packed requests (several rows in one request, dbstruct's own protocol) are answered as a list
 of entries by id; ``[[pack:KIND]]`` in an item's text, or ``configure(pack_faults={"drop":
 0.1})``, injects one of :data:`PACK_FAULT_KINDS` into the answer (see ``_packs``).

@@ -22,7 +22,8 @@ list of blocks; extract the block with type "text"":
 https://learn.microsoft.com/en-us/azure/databricks/machine-learning/model-serving/structured-outputs).
 
 The "oversized" fault answers valid JSON over 1 MiB (a string field padded; ``max_tokens`` is
-not applied): what a runaway model sends, for the client's ``max_answer_bytes``.
+not applied): what a runaway model sends, for the client's ``max_answer_bytes``. The
+"misquote" fault answers valid JSON whose quotes (see ``_synth``) are words the text lacks.
 
 A refusal is OpenAI's: ``message.refusal`` set and ``content`` null, ``finish_reason`` "stop"
 (https://platform.openai.com/docs/guides/structured-outputs#refusals); Databricks documents no
@@ -148,11 +149,12 @@ class _Builder:
         else:
             pairs = []
             schemas = []
+            wrong = fault == "misquote"
             for name, schema in targets:
                 if self.pack is not None and not pairs:  # the list of entries, by id
-                    value = self.pack[0].answer(self.pack[1]).value
+                    value = self.pack[0].answer(self.pack[1], misquote=wrong).value
                 else:
-                    value = Synth(schema, self.rng, self.hints).value(schema)
+                    value = Synth(schema, self.rng, self.hints, misquote=wrong).value(schema)
                 pairs.append((name, value))
                 schemas.append(schema)
         calls = shape.kind in ("tools", "function")

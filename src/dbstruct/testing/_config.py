@@ -26,11 +26,12 @@ FAULT_KINDS = (
     "empty",  # "choices": []
     "wrong_tool",  # a tool/function call with a name that was not offered
     "oversized",  # valid JSON over 1 MiB (a string padded), max_tokens ignored
+    "misquote",  # valid JSON, but every quote (evidence) is words the request's text lacks
 )
 
 #: the kinds that still answer 200 (the model's output is what is wrong)
 OUTPUT_FAULTS = frozenset(
-    {"malformed", "invalid", "length", "refusal", "empty", "wrong_tool", "oversized"}
+    {"malformed", "invalid", "length", "refusal", "empty", "wrong_tool", "oversized", "misquote"}
 )
 
 #: faults in the answer to a packed request (several rows in one request, dbstruct's own
@@ -43,6 +44,7 @@ PACK_FAULT_KINDS = (
     "truncate",  # the list ends after half its entries
     "single",  # only the first id's entry
     "invalid_item",  # one entry with a field that breaks its schema
+    "misquote",  # one entry's quotes are words its item's text lacks (valid JSON)
 )
 
 # https://docs.databricks.com/aws/en/machine-learning/model-serving/model-serving-limits

@@ -28,6 +28,10 @@ is the one affected; for "swap", it and its neighbour) or by rate (``pack_faults
 | "truncate"     | the list ends after half its entries (the item's among those cut)         |
 | "single"       | only one entry, the first id's                                            |
 | "invalid_item" | the item's entry has a field of the wrong type or outside its enum        |
+| "misquote"     | the item's quotes (see ``_synth``) are words its text does not hold        |
+
+An item's quotes copy its own text (markers cut out), never another item's or the lead's; the
+ordinary fault "misquote" (``[[fault:misquote]]``, ``faults``) misquotes every item's.
 """
 
 from __future__ import annotations
@@ -40,14 +44,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from dbstruct.testing._config import PACK_FAULT_KINDS
-from dbstruct.testing._request_text import Hints, content_text, hints_from
+from dbstruct.testing._request_text import PACK_MARKER, Hints, content_text, hints_from
 from dbstruct.testing._synth import Synth, break_value, resolve
 
 __all__ = ["Pack", "PackAnswer", "PackItem", "PackPlan", "plan_pack", "read_pack"]
 
 _ITEM = re.compile(r'<item id="(\d+)">\n?(.*?)\n?</item>', re.DOTALL)
-#: ``[[pack:KIND]]`` in an item's text
-PACK_MARKER = re.compile(r"\[\[pack:([A-Za-z_]+)\]\]")
 _ID_KEY = re.compile(r"""the item's id in "([^"]+)\"""")
 _ECHO = re.compile(r"""the first (\d+) words?\b[^"]*?\bin "([^"]+)\"""")
 _LIST_KEY = re.compile(r"""entries in "([^"]+)\"""")
@@ -56,7 +58,9 @@ _ECHO_DESCRIPTION = re.compile(r"\bfirst words\b", re.IGNORECASE)
 #: the echo's length when no sentence gives it (chosen: the format's example)
 DEFAULT_WORDS = 4
 #: per-item kinds are applied first, then the ones that cut the whole list
-_ORDER = ("swap", "unknown_id", "invalid_item", "duplicate", "drop", "truncate", "single")
+_ORDER = (
+    "swap", "unknown_id", "misquote", "invalid_item", "duplicate", "drop", "truncate", "single",
+)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -206,19 +210,24 @@ class PackPlan:
     seed: int
     _answers: dict[int, PackAnswer] = field(default_factory=dict)
 
-    def answer(self, index: int = 0) -> PackAnswer:
-        if index not in self._answers:
-            self._answers[index] = _answer(self, index)
-        return self._answers[index]
+    _misquoted: dict[int, PackAnswer] = field(default_factory=dict)
+
+    def answer(self, index: int = 0, *, misquote: bool = False) -> PackAnswer:
+        """Choice ``index``'s answer; ``misquote``: every item's quotes misquoted (the
+        ordinary fault "misquote")."""
+        answers = self._misquoted if misquote else self._answers
+        if index not in answers:
+            answers[index] = _answer(self, index, misquote)
+        return answers[index]
 
 
 # An entry of the answer: (the item whose content it holds, the entry).
 _Entry = tuple[int, dict[str, Any]]
 
 
-def _answer(plan: PackPlan, index: int) -> PackAnswer:
+def _answer(plan: PackPlan, index: int, misquote: bool) -> PackAnswer:
     pack = plan.pack
-    entries = [(item.id, _entry(pack, item, index)) for item in pack.items]
+    entries = [(item.id, _entry(pack, item, index, misquote=misquote)) for item in pack.items]
     salt = f"{plan.seed}" if index == 0 else f"{plan.seed}:{index}"
     entries = _shuffled(entries, random.Random(salt))
     applied = []
@@ -247,24 +256,30 @@ def _id(pack: Pack, number: int) -> int | str:
     return str(number) if pack.string_ids else number
 
 
-def _entry(pack: Pack, item: PackItem, index: int, salt: str = "") -> dict[str, Any]:
+def _entry(
+    pack: Pack, item: PackItem, index: int, salt: str = "", *, misquote: bool = False
+) -> dict[str, Any]:
     entry: dict[str, Any] = {pack.id_key: _id(pack, item.id)}
     if pack.echo_key is not None:
         entry[pack.echo_key] = " ".join(item.text.split()[: pack.words])
-    return {**entry, **_fields(pack, item.text, index, salt)}
+    return {**entry, **_fields(pack, item.text, index, salt, misquote=misquote)}
 
 
-def _fields(pack: Pack, text: str, index: int, salt: str = "") -> dict[str, Any]:
-    """The model's fields for an item: from its text alone (and the choice, and ``salt``)."""
+def _fields(
+    pack: Pack, text: str, index: int, salt: str = "", *, misquote: bool = False
+) -> dict[str, Any]:
+    """The model's fields for an item: from its text alone (and the choice, and ``salt``);
+    ``misquote`` changes its quotes only (the same draws)."""
     material = f"{text}\x00{index}\x00{salt}" if index or salt else text
     seed = int.from_bytes(hashlib.blake2b(material.encode(), digest_size=8).digest(), "big")
-    synth = Synth(pack.root, random.Random(seed), _hints(text))
+    synth = Synth(pack.root, random.Random(seed), _hints(text), misquote=misquote)
     value = synth.value(pack.fields)
     return value if isinstance(value, dict) else {}
 
 
 def _hints(text: str) -> Hints:
-    return hints_from([{"role": "user", "content": PACK_MARKER.sub("", text)}])
+    # Markers are cut from the hints, and are line breaks in the text quotes copy from.
+    return hints_from([{"role": "user", "content": text}])
 
 
 # Each fault: the entries changed, or None when it cannot apply (e.g. "swap" in a pack of one).
@@ -353,6 +368,15 @@ def _invalid_item(
     return [(i, bad if e is found else e) for i, e in entries]
 
 
+def _misquote(pack: Pack, entries: list[_Entry], target: int, index: int) -> list[_Entry] | None:
+    item = next((i for i in pack.items if i.id == target), None)
+    found = next((e for i, e in entries if i == target), None)
+    if item is None or found is None:
+        return None
+    wrong = {**found, **_fields(pack, item.text, index, misquote=True)}
+    return [(i, wrong if e is found else e) for i, e in entries] if wrong != found else None
+
+
 _FAULTS: dict[str, _Fault] = {
     "drop": _drop,
     "duplicate": _duplicate,
@@ -361,4 +385,5 @@ _FAULTS: dict[str, _Fault] = {
     "truncate": _truncate,
     "single": _single,
     "invalid_item": _invalid_item,
+    "misquote": _misquote,
 }

@@ -1,4 +1,5 @@
-"""Reading request text: message contents, fault markers, value hints, schemas in prompts.
+"""Reading request text: message contents, fault markers, value hints, quotes, schemas in
+prompts.
 
 Token counts are an approximation, the same for prompt and completion: one token per four
 characters (rounded up), plus four per message for the chat template, plus the JSON text of the
@@ -11,8 +12,10 @@ assert on the emulator's own counts, never on a real tokenizer's.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
+import random
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -22,17 +25,22 @@ from typing import Any
 __all__ = [
     "Hints",
     "Marker",
+    "asks_quote",
     "content_text",
     "estimate_tokens",
     "find_schema",
     "hints_from",
     "parse_markers",
     "prompt_tokens",
+    "quote_fields",
+    "quote_of",
     "wants_fence",
 ]
 
 #: ``[[fault:KIND]]``, ``[[fault:KINDxN]]``, ``[[latency:SECONDS]]`` in any message text
 MARKER = re.compile(r"\[\[(fault|latency):([A-Za-z0-9_.]+)\]\]")
+#: ``[[pack:KIND]]`` in a packed item's text (see ``_packs``)
+PACK_MARKER = re.compile(r"\[\[pack:([A-Za-z_]+)\]\]")
 _COUNT = re.compile(r"^(.*?)x(\d+)$")
 
 
@@ -120,8 +128,8 @@ def parse_markers(messages: list[Any]) -> MarkerScan:
     return scan
 
 
-def strip_markers(text: str) -> str:
-    return MARKER.sub("", text)
+def strip_markers(text: str, by: str = "") -> str:
+    return PACK_MARKER.sub(by, MARKER.sub(by, text))
 
 
 # ---------------------------------------------------------------- hints
@@ -135,6 +143,8 @@ class Hints:
     numbers: tuple[float, ...] = ()
     names: tuple[str, ...] = ()
     words: tuple[str, ...] = ()
+    #: what quotes copy from: the first user turn, markers and schemas cut out as line breaks
+    text: str = ""
 
 
 _INT = re.compile(r"(?<![\w.])-?\d{1,12}(?!\w|\.\d)")
@@ -168,16 +178,94 @@ def hints_from(messages: list[Any]) -> Hints:
         for m in messages
         if isinstance(m, dict) and m.get("role") == "user"
     ]
-    texts = [_without_json(t) for t in texts]
-    return _hints_of("\n".join(texts))
+    hints = _hints_of("\n".join(_without_json(t) for t in texts))
+    # The first turn only: a later one is a re-ask, the client's words rather than the row's.
+    source = strip_markers(_without_json(texts[0], "\n"), "\n") if texts else ""
+    return dataclasses.replace(hints, text=source)
 
 
-def _without_json(text: str) -> str:
+def _without_json(text: str, by: str = "") -> str:
     """The text with any embedded schema object removed (JSON_O1 puts it in the user turn)."""
     if '"properties"' not in text:
         return text
     span = _schema_span(text)
-    return text if span is None else text[: span[0]] + text[span[1] :]
+    return text if span is None else text[: span[0]] + by + text[span[1] :]
+
+
+# ---------------------------------------------------------------- quotes
+
+#: string properties with these names are answered with a quote of the source text
+QUOTE_NAMES = frozenset({"quote", "citation", "evidence_quote"})
+_QUOTE_ASK = re.compile(
+    r"\bverbatim\b|\bexact(?:ly)?\b.*\b(?:quote|cop(?:y|ied)|span)\b"
+    r"|\b(?:quote|cop(?:y|ied))\b.*\bexact(?:ly)?\b",
+    re.IGNORECASE | re.DOTALL,
+)
+_TOKEN = re.compile(r"\S+")
+_PARAGRAPH_BREAK = re.compile(r"\n[ \t]*\n")
+MAX_QUOTE_WORDS = 8
+#: made-up words a misquote starts with (the first one the source lacks)
+_INVENTED = ("zorbly", "quendric", "vaxtrum", "plimsock")
+
+
+def asks_quote(name: str, schema: Any) -> bool:
+    """Is this (resolved) property a string that is a quote: named like one, or described as a
+    verbatim (exact) quote or copy?"""
+    if not isinstance(schema, Mapping):
+        return False
+    kind = schema.get("type", "string")
+    if not (kind == "string" or (isinstance(kind, list) and "string" in kind)):
+        return False
+    description = schema.get("description")
+    asked = isinstance(description, str) and _QUOTE_ASK.search(description) is not None
+    return name in QUOTE_NAMES or asked
+
+
+def quote_fields(props: Mapping[str, Any]) -> tuple[str, list[str]] | None:
+    """(key, values) when an object's (resolved) properties hold a quote and a "field" (or
+    "name") whose values are an enum (or const) of strings: a quote per field is asked for."""
+    if not any(asks_quote(k, v) for k, v in props.items()):
+        return None
+    for key in ("field", "name"):
+        sub = props.get(key)
+        values = sub.get("enum", [sub.get("const")]) if isinstance(sub, Mapping) else None
+        if values and all(isinstance(v, str) for v in values):
+            return key, list(values)
+    return None
+
+
+def quote_of(text: str, rng: random.Random, *, misquote: bool = False) -> str:
+    """1 to 8 whitespace-separated words of ``text`` copied exactly, from one line of its last
+    paragraph ("" when it has none); with ``misquote``, words that are not in ``text`` (see
+    :func:`_misquote`).
+
+    The last paragraph (after the last blank line): a model quotes the material it was given,
+    not its instructions, and prompts lead with the instructions and end with the material.
+    A one-paragraph prompt ("Extract the user: {text}") may still be quoted in its lead's
+    words, as a careless model would."""
+    lines: list[tuple[str, list[tuple[int, int]]]] = []
+    for paragraph in reversed(_PARAGRAPH_BREAK.split(text)):
+        found = [
+            (line, [m.span() for m in _TOKEN.finditer(line)]) for line in paragraph.splitlines()
+        ]
+        lines = [(line, words) for line, words in found if words]
+        if lines:
+            break
+    span = ""
+    if lines:
+        line, words = rng.choice(lines)
+        n = rng.randint(1, min(MAX_QUOTE_WORDS, len(words)))
+        first = rng.randrange(len(words) - n + 1)
+        span = line[words[first][0] : words[first + n - 1][1]]
+    return _misquote(span, text) if misquote else span
+
+
+def _misquote(span: str, text: str) -> str:
+    """An invented word the text lacks even as letters alone (case, spaces and punctuation
+    ignored), then the span's words reversed: in ``text`` under no such normalisation."""
+    letters = re.sub(r"[^a-z]", "", text.lower())
+    invented = next((w for w in _INVENTED if w not in letters), "zq" * (len(letters) // 2 + 1))
+    return " ".join([invented, *reversed(span.split())])
 
 
 # ---------------------------------------------------------------- schemas in text

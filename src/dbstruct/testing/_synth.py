@@ -6,6 +6,14 @@ name-like field, words for other strings) and are always valid against the schem
 nullable types, nested objects, arrays, ``additionalProperties`` maps, bounds, lengths,
 ``pattern`` (generated from the regex) and ``format`` (also guessed from a field's name or
 description: "date", "date-time", "uuid", "email", "url").
+
+Quotes, the emulator's own rule for what a model asked for evidence does: a string property
+named "quote", "citation" or "evidence_quote", or described as a verbatim (exact) quote or copy,
+gets 1 to 8 words copied exactly (case and inner whitespace kept, never across a line or a
+marker) from the last paragraph of the source text: the request's first user turn
+(``Hints.text``), or a packed item's own text (see ``quote_of``). An array of objects holding
+a quote and a "field" (or "name") enum gets one entry per enum value, in order (up to
+``maxItems``). With ``misquote`` every quote is words the text does not hold (``quote_of``).
 """
 
 from __future__ import annotations
@@ -19,7 +27,7 @@ import re
 import uuid
 from typing import Any
 
-from dbstruct.testing._request_text import Hints
+from dbstruct.testing._request_text import Hints, asks_quote, quote_fields, quote_of
 
 __all__ = ["Synth", "break_value", "resolve"]
 
@@ -56,10 +64,13 @@ def resolve(schema: Any, root: Any) -> Any:
 class Synth:
     """Makes values for one request; ``root`` is the schema ``$ref``s resolve against."""
 
-    def __init__(self, root: Any, rng: random.Random, hints: Hints) -> None:
+    def __init__(
+        self, root: Any, rng: random.Random, hints: Hints, *, misquote: bool = False
+    ) -> None:
         self.root = root
         self.rng = rng
         self.hints = hints
+        self.misquote = misquote
 
     def value(self, schema: Any, name: str = "", depth: int = 0) -> Any:
         schema = resolve(schema, self.root)
@@ -154,6 +165,14 @@ class Synth:
         low = int(schema.get("minItems") or 0)
         high = int(schema["maxItems"]) if "maxItems" in schema else max(low, 3)
         count = low if depth >= _MAX_DEPTH else self.rng.randint(min(max(low, 1), high), high)
+        found = resolve(items, self.root).get("properties") if isinstance(items, dict) else None
+        found = found if isinstance(found, dict) else {}
+        per_field = quote_fields({k: resolve(v, self.root) for k, v in found.items()})
+        if per_field is not None:  # one quote per field, in the enum's order
+            key, fields = per_field
+            cap = int(schema["maxItems"]) if "maxItems" in schema else len(fields)
+            fields = [fields[i % len(fields)] for i in range(max(low, len(fields)))][:cap]
+            return [{**(self.value(items, name, depth + 1) or {}), key: f} for f in fields]
         values = [self.value(items, name, depth + 1) for _ in range(count)]
         if schema.get("uniqueItems"):
             values = self._unique(values, items, name, depth, low)
@@ -200,6 +219,8 @@ class Synth:
         return min(max(value, low), high)
 
     def _string(self, schema: dict[str, Any], name: str) -> str:
+        if asks_quote(name, schema):
+            return _fit(quote_of(self.hints.text, self.rng, misquote=self.misquote), schema)
         fmt = schema.get("format") or _format_hint(name, schema.get("description"))
         if isinstance(fmt, str):
             formatted = self._formatted(fmt)
