@@ -18,6 +18,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from pydantic import BaseModel
+
+from dbstruct._packing import PackAnswer
 from dbstruct._retry import Outcome, Send, Sleep
 from dbstruct.errors import DbstructError, EndpointError, RateLimitError, RetriesExhaustedError
 from dbstruct.redaction import redact
@@ -316,6 +319,8 @@ def _request(request: dict[str, Any]) -> dict[str, Any]:
 
 
 def _value(value: Any) -> Any:
+    if isinstance(value, PackAnswer):  # several rows' answer: each row's value or error
+        return [_value(v) if isinstance(v, BaseModel) else _describe(v) for v in value.results]
     if isinstance(value, list):
         return [_value(v) for v in value]
     if hasattr(value, "model_dump"):

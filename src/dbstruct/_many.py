@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel
 
+from dbstruct import tracing
 from dbstruct._packing import (
     PackAnswer,
     PackRow,
@@ -334,10 +335,17 @@ def _exhausted(error: DbstructError, part: Outcome, endpoint: str) -> DbstructEr
 # ---------------------------------------------------------------- sending
 
 
+def _trace(client: Any, many: ManyCall, pack: Pack) -> Any:
+    """The trace of a pack's request (:mod:`dbstruct.tracing`), as of one ``create()``: its
+    messages, attempts and answer; None when the client does not trace. A row sent again
+    alone is traced by the client's own ``extract``."""
+    return tracing.begin(client, many.model, pack.request["messages"], many.kwargs)
+
+
 def run_many(client: Any, many: ManyCall) -> list[Outcome]:
     """Send every pack in turn with a blocking client (``StructuredClient``)."""
     for pack in many.packs():
-        outcome = client._drive(pack.steps)
+        outcome = client._drive(pack.steps, _trace(client, many, pack))
         if pack.single:
             many.single_done(pack, outcome)
             continue
@@ -355,7 +363,7 @@ async def run_many_async(client: Any, many: ManyCall, gate: asyncio.Semaphore) -
 
 async def _run_pack(client: Any, many: ManyCall, pack: Pack, gate: asyncio.Semaphore) -> None:
     async with gate:
-        outcome = await client._drive(pack.steps)
+        outcome = await client._drive(pack.steps, _trace(client, many, pack))
     if pack.single:
         many.single_done(pack, outcome)
         return

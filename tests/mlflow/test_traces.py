@@ -234,3 +234,26 @@ def test_an_unreachable_tracking_server_drops_traces_with_one_warning(
         mlflow.set_tracking_uri(previous)
     warnings = [r.getMessage() for r in caplog.records if "cannot be reached" in r.getMessage()]
     assert len(warnings) == 1 and f"127.0.0.1:{port}" in warnings[0]
+
+
+def test_a_packed_request_is_one_trace_and_a_row_sent_again_alone_another(
+    emu: Emulator, store: Store
+) -> None:
+    dbstruct.autolog()
+    client = dbstruct.from_provider(ENDPOINT, max_retries=2)
+    texts = [f"Q{chr(97 + i)}son is {20 + i} years old" for i in range(8)]
+    texts[5] += " [[pack:drop]]"  # the emulator leaves this row out of its pack's answer
+    outcomes = client.extract_many(User, texts, rows_per_request=4)
+    assert [o.error for o in outcomes] == [None] * 8
+
+    traces = store.traces()
+    calls = [spans_by_name(t)["dbstruct.create"] for t in traces]
+    packs = [c for c in calls if "<item id=" in str(c.inputs)]
+    alone = [c for c in calls if "<item id=" not in str(c.inputs)]
+    assert len(packs) == 2 and len(alone) == 1  # two packs of four; row 5 again, alone
+    for call in packs:  # each row's value, or the error of its entry
+        assert len(call.outputs) == 4
+    errors = [v for c in packs for v in c.outputs if isinstance(v, str)]
+    assert len(errors) == 1 and errors[0].startswith("InvalidOutputError: ")
+    assert alone[0].inputs["messages"][-1]["content"] == texts[5]
+    assert alone[0].outputs == outcomes[5].value.model_dump(mode="json")
