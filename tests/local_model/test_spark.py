@@ -5,6 +5,7 @@ conf/local_model.yml run and evaluated as documented (on 5 and 30 tickets)."""
 from __future__ import annotations
 
 import json
+import re
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -82,6 +83,12 @@ def test_the_job_file_runs_on_the_local_model(
     assert code == 0, (out, summary)
     assert summary["processed"] == 5, summary  # 5 of the file's 10 tickets: CI's time
     assert summary["failed"] <= 1, summary
+    # its evaluate: section: the run's answers scored against the sample's labels, read back
+    assert (
+        "\nevaluate: against sample:tickets\nlocal-model-demo: 5 labelled rows, read from " in out
+    )
+    assert f"{target} (written by run 1 with this configuration, by the local model" in out
+    assert re.search(r"^category +accuracy +[01]\.\d{3} +5 +\d +0$", out, re.M), out
 
 
 def test_the_evaluation_of_30_labelled_tickets(

@@ -112,6 +112,54 @@ def test_the_demos_figures_are_the_scores_of_its_answers(
     assert "the demo's local emulator" in text and "near chance" in text
 
 
+def test_after_dbstruct_run_the_targets_answers_are_read(
+    classic_spark: Any, clone: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert cli_main(["run", "--set", "source.limit=30", "--rows", "0"]) == 0
+    capsys.readouterr()
+    got = json.loads(run(DEMO, capsys, "--json"))
+    # the first 30 of the 40 come from the run's target; the other 10 are sent
+    assert (got["rows"], got["rows_read_from_target"]) == (40, 30)
+    target = ".dbstruct/demo/emulator/ticket_triage"
+    assert got["extracted"].startswith(f"30 read from the job's target {target} (written by run 1")
+    assert got["extracted"].endswith(
+        "10 sent to databricks/databricks-meta-llama-3-3-70b-instruct (the job file's local "
+        "emulator, whose answers are made up)"
+    )
+    fresh = json.loads(run(DEMO, capsys, "--json", "--fresh"))
+    assert fresh["rows_read_from_target"] == 0 and fresh["extracted"].startswith("sent to ")
+    # the emulator answers a request the same way each time: the same scores either way
+    assert fresh["fields"] == got["fields"]
+    other = json.loads(run(DEMO, capsys, "--json", "--set", "rows_per_request=8"))
+    assert other["rows_read_from_target"] == 0
+
+
+def test_a_job_file_with_labels_prints_its_scores_after_each_run(
+    classic_spark: Any, clone: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    labelled = ["--set", "evaluate.labels=sample:tickets"]
+    assert cli_main(["run", "--set", "source.limit=20", *labelled, "--rows", "0"]) == 0
+    out = capsys.readouterr().out
+    assert (
+        "\nevaluate: against sample:tickets\ndemo: 20 labelled rows, read from the job's target "
+        in out
+    )
+    assert (
+        ".dbstruct/demo/emulator/ticket_triage (written by run 1 with this configuration, by the "
+        "local serving emulator (made-up values)), 0 failed (1,180 labelled ids are not in the "
+        "target)"
+    ) in out
+    # the same scores as dbstruct evaluate of the same rows, which reads them too
+    got = json.loads(run(DEMO.replace("=40", "=20"), capsys, "--json"))
+    assert got["rows_read_from_target"] == 20
+    accuracy = got["fields"]["category"]["accuracy"]
+    assert re.search(rf"^category +accuracy +{accuracy:.3f} +20 +0 +0$", out, re.M), out
+    # bad labels stop the run before anything is sent or written
+    assert cli_main(["run", "--set", "evaluate.labels=none.jsonl", "--set", "target.path=t"]) == 2
+    assert "labels none.jsonl: cannot read it (No such file" in capsys.readouterr().err
+    assert not (clone / "t").exists()
+
+
 def test_two_job_files_side_by_side_on_the_same_rows(
     classic_spark: Any, clone: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -461,6 +461,48 @@ def test_the_demo_writes_each_origins_answers_to_its_own_target() -> None:
     assert real.target.path == ".dbstruct/demo/my-llm/ticket_triage"
 
 
+class Brief(BaseModel):
+    """A response model other than the demo's."""
+
+    category: str
+
+
+@pytest.mark.parametrize(
+    ("change", "decides"),
+    [
+        ({"prompt": "Classify: {body}"}, True),
+        ({"model": "databricks/other"}, True),
+        ({"mode": "JSON"}, True),
+        ({"rows_per_request": 8}, True),
+        ({"evidence": True}, True),
+        ({"max_retries": 0}, True),
+        ({"options.temperature": 0.7}, True),
+        ({"response_model": "tests.unit.test_job_conf:Brief"}, True),
+        ({"emulator": {"seed": 1}}, True),
+        ({"emulator": {"faults": {"500": 0.1}}}, True),
+        ({"concurrency": 4}, False),
+        ({"partitions": 9}, False),
+        ({"chunk_rows": 10}, False),
+        ({"source.limit": 5}, False),
+        ({"source.where": "id > 3"}, False),
+        ({"retry_failed": True}, False),
+        ({"target.table": "main.support.other"}, False),
+        ({"budget": {"max_tokens": 1000}}, False),
+        ({"emulator": {"latency": 0.5}}, False),
+    ],
+)
+def test_a_runs_fingerprint_changes_with_what_decides_an_answer(
+    change: dict[str, Any], decides: bool
+) -> None:
+    from dbstruct.jobs._origin import answers_fingerprint
+
+    base = {"emulator": {"seed": 0}} if "emulator" in change else {}
+    before = answers_fingerprint(parse_config(with_(base)), "emulator")
+    after = answers_fingerprint(parse_config(with_({**base, **change})), "emulator")
+    assert (before != after) is decides
+    assert answers_fingerprint(parse_config(with_(base)), "https://h/serving-endpoints/x") != before
+
+
 def test_an_unknown_placeholder_is_named_with_the_closest_one() -> None:
     message = error_of(with_({"target": {"path": "out/{orign}"}}))
     assert message == (

@@ -39,10 +39,15 @@ class EvaluatedRun:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     cost_usd: float | None = None
-    #: labelled ids the job's source does not hold (not scored)
+    #: labelled ids not scored: the job's source (``label_scope`` ``target``: its target)
+    #: does not hold them
     labels_not_in_source: int = 0
     #: per field, how often its quote was found in the text (runs with evidence on)
     evidence: dict[str, EvidenceRate] | None = None
+    #: rows whose answer was read from the job's target (the rest were sent)
+    read_from_target: int = 0
+    #: where the labelled ids not scored are missing from: ``source`` or ``target``
+    label_scope: str = "source"
 
     def per_row(self, total: float | None) -> float | None:
         rows = self.evaluation.rows
@@ -51,8 +56,9 @@ class EvaluatedRun:
     def to_dict(self, disagreements: int | None = None) -> dict[str, Any]:
         out: dict[str, Any] = {"conf": self.name, "extracted": self.how}
         out.update(self.evaluation.to_dict(disagreements))
+        out[f"labels_not_in_{self.label_scope}"] = self.labels_not_in_source
         out.update(
-            labels_not_in_source=self.labels_not_in_source,
+            rows_read_from_target=self.read_from_target,
             tokens_per_row=self.per_row(self.prompt_tokens + self.completion_tokens),
             prompt_tokens_per_row=self.per_row(self.prompt_tokens),
             completion_tokens_per_row=self.per_row(self.completion_tokens),
@@ -159,7 +165,7 @@ def format_runs(runs: Sequence[EvaluatedRun], disagreements: int = 10) -> str:
         e = r.evaluation
         line = f"{r.name}: {e.rows:,} labelled rows, {r.how}, {len(e.failed):,} failed"
         if r.labels_not_in_source:
-            line += f" ({r.labels_not_in_source:,} labelled ids are not in the source)"
+            line += f" ({r.labels_not_in_source:,} labelled ids are not in the {r.label_scope})"
         parts.append(line)
     if len(runs) == 1:
         fields = runs[0].evaluation.fields

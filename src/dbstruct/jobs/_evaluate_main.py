@@ -27,8 +27,9 @@ __all__ = [
 
 EVALUATE_DESCRIPTION = """\
 Score a job file's extraction against labels: the source rows whose id is labelled are sent
-through the job's own settings (endpoint, prompt, mode, rows_per_request) and nothing is
-written; each labelled field is scored (accuracy, token F1, precision/recall/F1, mean
+through the job's own settings (endpoint, prompt, mode, rows_per_request), or read from the
+job's target where a run with exactly these settings answered them (--fresh: send all), and
+nothing is written; each labelled field is scored (accuracy, token F1, precision/recall/F1, mean
 absolute error; see docs/EVALUATION.md). Several job files: the same rows through each,
 side by side, with tokens and cost per row."""
 
@@ -75,6 +76,12 @@ def add_evaluate_arguments(parser: argparse.ArgumentParser) -> argparse.Argument
         help="comma-separated str fields scored as free text (replaces the rule by name and "
         "description; '' for none)",
     )
+    parser.add_argument(
+        "--fresh",
+        action="store_true",
+        help="send every labelled row, even those whose answer the job's target holds from a "
+        "run with the same settings",
+    )
     parser.add_argument("--json", action="store_true", help="print the scores as JSON")
     parser.add_argument(
         "--report", metavar="DIR", help="also write report.md and PNG charts to DIR (matplotlib)"
@@ -115,7 +122,7 @@ def evaluate_command(args: argparse.Namespace) -> int:
         if table:
             labels = [_labels(c, args.labels, spark, free) for c in confs]
         runs = [
-            evaluate_job(spark, conf, lab, name=name)
+            evaluate_job(spark, conf, lab, name=name, fresh=args.fresh)
             for conf, lab, name in zip(confs, labels, names, strict=True)
         ]
     except (ConfigurationError, SchemaError, JobStoppedError) as e:

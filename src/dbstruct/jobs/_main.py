@@ -22,7 +22,9 @@ from dbstruct.errors import BudgetReachedError, ConfigurationError, JobStoppedEr
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
 
+    from dbstruct.evaluation import Labels
     from dbstruct.jobs._progress import JobSummary
+    from dbstruct.jobs.conf import JobConfig
 
 __all__ = [
     "add_job_file_arguments",
@@ -148,11 +150,14 @@ def run_command(args: argparse.Namespace) -> int:
         print(_LOCAL_MODEL_NOTICE, flush=True)
     spark, owned = _session(args.master)
     try:
+        labels = _run_labels(spark, conf)  # before anything is sent: bad labels exit 2
         summary = run_job(spark, conf)
         print(summary.to_text())
         _write_summary(args.summary_json, summary, summary.exit_code)
         if args.rows > 0:
             show_rows(spark, conf, summary, args.rows)
+        if labels is not None:
+            print("\n" + _run_evaluation(spark, conf, labels, summary, args.rows))
     except (ConfigurationError, SchemaError, JobStoppedError) as e:
         code = 3 if isinstance(e, BudgetReachedError) else 2
         if isinstance(e, JobStoppedError) and e.summary is not None:
@@ -177,6 +182,37 @@ def run_command(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
     return summary.exit_code
+
+
+def _run_labels(spark: SparkSession, conf: JobConfig) -> Labels | None:
+    """The labels of the job file's ``evaluate:`` section, read and checked; None without."""
+    if conf.evaluate is None:
+        return None
+    from dbstruct.jobs.evaluate import read_labels
+
+    return read_labels(
+        conf.evaluate.labels,
+        conf.source.id_column,
+        conf.response_model_class,
+        spark,
+        free_text=conf.evaluate.free_text,
+    )
+
+
+def _run_evaluation(
+    spark: SparkSession, conf: JobConfig, labels: Labels, summary: JobSummary, rows: int
+) -> str:
+    """The scores of the target's answers against ``evaluate.labels``, as text."""
+    from dbstruct.evaluation import format_runs
+    from dbstruct.jobs.evaluate import evaluate_target
+
+    evaluated = evaluate_target(spark, conf, labels, summary.origin, name=conf.name)
+    if evaluated is None:
+        return (
+            f"evaluate: no row of {summary.target} answered with this configuration is "
+            f"labelled in {labels.source}"
+        )
+    return f"evaluate: against {labels.source}\n" + format_runs([evaluated], rows)
 
 
 def _write_summary(path: str | None, summary: JobSummary, code: int) -> None:

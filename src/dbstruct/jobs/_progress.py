@@ -83,6 +83,8 @@ class JobSummary:
     notes: tuple[str, ...] = field(default=())
     price: Pricing | None = None
     budget: BudgetOutcome | None = None
+    #: where the answers come from (dbstruct.jobs._origin): ``emulator``, an endpoint's URL
+    origin: str = ""
 
     @property
     def processed(self) -> int:

@@ -18,11 +18,17 @@ more than one, at the end of the run and (after a crash) at the start of the nex
   A directory holding older rows is rewritten without them as ``<batch>-v001`` and then
   removed; if a crash leaves both, the complete newer version wins (:meth:`_repair`).
 * Parquet table (no Delta; local sessions): append only, ``retry_failed`` is refused.
+
+A target also records where its answers come from (its origin) and, per run, the fingerprint
+of the run's configuration (:mod:`dbstruct.jobs._origin`): table properties
+(``dbstruct.origin``, ``dbstruct.config.r00002``) or files beside a Parquet directory's
+batches (``_dbstruct_origin``, ``_dbstruct_configs.json``).
 """
 
 from __future__ import annotations
 
 import abc
+import json
 import logging
 import os
 import re
@@ -34,15 +40,18 @@ from dbstruct.errors import ConfigurationError
 from dbstruct.spark._table_format import delta_available, table_provider
 
 if TYPE_CHECKING:
-    from pyspark.sql import DataFrame, SparkSession
+    from pyspark.sql import Column, DataFrame, SparkSession
 
     from dbstruct.jobs.conf import TargetConfig
 
 __all__ = [
+    "CONFIG_FILE",
+    "CONFIG_PROPERTY",
     "ORIGIN_FILE",
     "ORIGIN_PROPERTY",
     "Target",
     "batch_name",
+    "batch_run",
     "open_target",
 ]
 
@@ -53,6 +62,13 @@ _BATCH = re.compile(r"r(\d+)-c(\d+)(?:-v(\d+))?")
 
 def batch_name(run: int, chunk: int) -> str:
     return f"r{run:05d}-c{chunk:05d}"
+
+
+def batch_run(batch: Column) -> Column:
+    """The run number in a ``batch`` column (``r00002-c00013`` -> 2)."""
+    from pyspark.sql import functions as F
+
+    return F.regexp_extract(batch, r"^r(\d+)-c", 1).cast("int")
 
 
 def _next_run(batches: list[str]) -> int:
@@ -110,6 +126,14 @@ class Target(abc.ABC):
     def record_origin(self, origin: str) -> None:
         """Record what answers the rows; the target exists (:meth:`replace` made it)."""
 
+    @abc.abstractmethod
+    def run_configs(self) -> dict[int, str]:
+        """The fingerprint of each run's configuration, by run number, as recorded."""
+
+    @abc.abstractmethod
+    def record_run_config(self, run: int, fingerprint: str) -> None:
+        """Record run ``run``'s fingerprint; the target exists (:meth:`replace` made it)."""
+
     def _superseded(self) -> DataFrame:
         """(id, batch) of rows that a newer row of the same id replaces."""
         from pyspark.sql import functions as F
@@ -128,18 +152,37 @@ class Target(abc.ABC):
 ORIGIN_PROPERTY = "dbstruct.origin"
 #: the file holding a Parquet path target's origin (``_``: Spark's readers skip it)
 ORIGIN_FILE = "_dbstruct_origin"
+#: the prefix of the table properties holding each run's fingerprint (+ ``r00002``)
+CONFIG_PROPERTY = "dbstruct.config."
+#: the file holding a Parquet path target's fingerprints, ``{"2": "<fingerprint>", ...}``
+CONFIG_FILE = "_dbstruct_configs.json"
+
+
+def _table_properties(spark: SparkSession, sql_name: str) -> dict[str, str]:
+    rows = spark.sql(f"SHOW TBLPROPERTIES {sql_name}").collect()
+    return {str(row[0]): str(row[1]) for row in rows}
 
 
 def _table_origin(spark: SparkSession, sql_name: str) -> str | None:
-    for row in spark.sql(f"SHOW TBLPROPERTIES {sql_name}").collect():
-        if str(row[0]) == ORIGIN_PROPERTY:
-            return str(row[1])
-    return None
+    return _table_properties(spark, sql_name).get(ORIGIN_PROPERTY)
 
 
-def _record_table_origin(spark: SparkSession, sql_name: str, origin: str) -> None:
-    quoted = origin.replace("\\", "\\\\").replace("'", "\\'")
-    spark.sql(f"ALTER TABLE {sql_name} SET TBLPROPERTIES ('{ORIGIN_PROPERTY}' = '{quoted}')")
+def _set_table_property(spark: SparkSession, sql_name: str, key: str, value: str) -> None:
+    quoted = value.replace("\\", "\\\\").replace("'", "\\'")
+    spark.sql(f"ALTER TABLE {sql_name} SET TBLPROPERTIES ('{key}' = '{quoted}')")
+
+
+def _table_run_configs(spark: SparkSession, sql_name: str) -> dict[int, str]:
+    found = {}
+    for key, value in _table_properties(spark, sql_name).items():
+        match = re.fullmatch(re.escape(CONFIG_PROPERTY) + r"r(\d+)", key)
+        if match:
+            found[int(match.group(1))] = value
+    return found
+
+
+def _record_table_run_config(spark: SparkSession, sql_name: str, run: int, fp: str) -> None:
+    _set_table_property(spark, sql_name, f"{CONFIG_PROPERTY}r{run:05d}", fp)
 
 
 # ---------------------------------------------------------------- Delta
@@ -185,7 +228,13 @@ class DeltaTarget(Target):
         return _table_origin(self.spark, self.sql_name) if self.exists() else None
 
     def record_origin(self, origin: str) -> None:
-        _record_table_origin(self.spark, self.sql_name, origin)
+        _set_table_property(self.spark, self.sql_name, ORIGIN_PROPERTY, origin)
+
+    def run_configs(self) -> dict[int, str]:
+        return _table_run_configs(self.spark, self.sql_name) if self.exists() else {}
+
+    def record_run_config(self, run: int, fingerprint: str) -> None:
+        _record_table_run_config(self.spark, self.sql_name, run, fingerprint)
 
     def settle(self) -> int:
         if not self.exists():
@@ -233,7 +282,13 @@ class ParquetTableTarget(Target):
         return _table_origin(self.spark, self.table) if self.exists() else None
 
     def record_origin(self, origin: str) -> None:
-        _record_table_origin(self.spark, self.table, origin)
+        _set_table_property(self.spark, self.table, ORIGIN_PROPERTY, origin)
+
+    def run_configs(self) -> dict[int, str]:
+        return _table_run_configs(self.spark, self.table) if self.exists() else {}
+
+    def record_run_config(self, run: int, fingerprint: str) -> None:
+        _record_table_run_config(self.spark, self.table, run, fingerprint)
 
     def supports_retry(self) -> bool:
         return False
@@ -308,6 +363,25 @@ class ParquetPathTarget(Target):
         os.makedirs(self.local, exist_ok=True)
         with open(os.path.join(self.local, ORIGIN_FILE), "w", encoding="utf-8") as f:
             f.write(origin + "\n")
+
+    def run_configs(self) -> dict[int, str]:
+        try:
+            with open(os.path.join(self.local, CONFIG_FILE), encoding="utf-8") as f:
+                data = json.load(f)
+        except FileNotFoundError:
+            return {}
+        except ValueError:  # a torn write: no run's rows can be told apart
+            logger.warning("%s: %s is not JSON; ignored", self.where, CONFIG_FILE)
+            return {}
+        return {int(run): str(fp) for run, fp in data.items()}
+
+    def record_run_config(self, run: int, fingerprint: str) -> None:
+        configs = {**self.run_configs(), run: fingerprint}
+        os.makedirs(self.local, exist_ok=True)
+        path = os.path.join(self.local, CONFIG_FILE)
+        with open(path + ".tmp", "w", encoding="utf-8") as f:
+            json.dump({str(k): v for k, v in sorted(configs.items())}, f)
+        os.replace(path + ".tmp", path)
 
     def settle(self) -> int:
         self._repair()

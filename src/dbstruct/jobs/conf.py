@@ -24,9 +24,10 @@ from typing import TYPE_CHECKING, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from dbstruct.errors import ConfigurationError
-from dbstruct.jobs._did_you_mean import did_you_mean
+from dbstruct.jobs._evaluate_conf import EvaluateConfig
 from dbstruct.jobs._mlflow_conf import MlflowConfig
 from dbstruct.jobs._model_ref import import_model
+from dbstruct.jobs._placeholders import fill_target_placeholders
 from dbstruct.jobs._secrets import check_reference_syntax, is_reference
 from dbstruct.modes import Mode
 from dbstruct.pricing import Pricing, price_for
@@ -297,6 +298,7 @@ class JobConfig(_Section):
     budget: BudgetConfig | None = None
     endpoint_limits: EndpointLimits | None = None
     mlflow: MlflowConfig | None = None  # a run per job run, traces (dbstruct.jobs._mlflow_run)
+    evaluate: EvaluateConfig | None = None  # scores printed after each run (jobs/evaluate.py)
 
     @model_validator(mode="before")
     @classmethod
@@ -449,50 +451,3 @@ def _check_names(conf: JobConfig) -> None:
 
 
 # ---------------------------------------------------------------- target placeholders
-
-_PLACEHOLDER = re.compile(r"\{([^{}]*)\}")
-PLACEHOLDERS = ("origin", "endpoint")
-
-
-def fill_target_placeholders(data: Any) -> Any:
-    """``data`` with ``{origin}`` and ``{endpoint}`` filled in ``target.path``/``table``.
-
-    ``{origin}`` is ``emulator`` when the job file's emulator answers, ``local-model`` when
-    its local model does, else the endpoint name; ``{endpoint}`` is the endpoint name. In a
-    table name, characters other than letters, digits and ``_`` become ``_``. Left as they
-    are while ``model`` is invalid (its own error is reported).
-    """
-    if not isinstance(data, dict) or not isinstance(data.get("target"), dict):
-        return data
-    target = data["target"]
-    keys = [k for k in ("path", "table") if isinstance(target.get(k), str) and "{" in target[k]]
-    if not keys:
-        return data
-    from dbstruct.providers import parse_model
-
-    try:
-        endpoint = parse_model(str(data.get("model", "")))
-    except ConfigurationError:
-        return data
-    origin = endpoint
-    if data.get("emulator") not in (None, False):
-        origin = "emulator"
-    elif data.get("local_model") not in (None, False):
-        origin = "local-model"
-    values = {"origin": origin, "endpoint": endpoint}
-    filled = dict(target)
-    for key in keys:
-
-        def fill(match: re.Match[str], key: str = key) -> str:
-            name = match.group(1).strip()
-            if name not in values:
-                raise ValueError(
-                    f"target.{key}: unknown placeholder {{{name}}}"
-                    f"{did_you_mean(name, PLACEHOLDERS, prefix='{', suffix='}')}"
-                    f" (placeholders: {', '.join('{' + p + '}' for p in PLACEHOLDERS)})"
-                )
-            value = values[name]
-            return re.sub(r"\W", "_", value) if key == "table" else value
-
-        filled[key] = _PLACEHOLDER.sub(fill, target[key])
-    return {**data, "target": filled}

@@ -30,7 +30,12 @@ from dbstruct.jobs._budget import BudgetPlan, plan_budget
 from dbstruct.jobs._cache import JobCache, has_value, open_job_cache, udf_inputs
 from dbstruct.jobs._credentials import job_credentials
 from dbstruct.jobs._mlflow_run import JobRun, job_run
-from dbstruct.jobs._origin import claim_target, job_origin, record_origin
+from dbstruct.jobs._origin import (
+    answers_fingerprint,
+    claim_target,
+    job_origin,
+    record_provenance,
+)
 from dbstruct.jobs._progress import BudgetOutcome, ChunkStats, JobSummary, Progress
 from dbstruct.jobs._secrets import resolve_references
 from dbstruct.jobs._source import read_source
@@ -121,9 +126,9 @@ def _run_job(
             target.replace(empty)
         elif not target.exists():
             target.replace(empty)  # made now, so that its origin can be recorded
-        record_origin(target, origin)
         run = target.next_run()
-        summary = _Summary(conf, target, source_rows, todo, started, run, emulated, budget)
+        record_provenance(target, origin, run, answers_fingerprint(conf, origin))
+        summary = _Summary(conf, target, source_rows, todo, started, run, origin, emulated, budget)
         try:
             done = _process(
                 conf, target, pending, udf, run, todo, open_job_cache(spark, conf, source), budget,
@@ -149,11 +154,13 @@ class _Summary:
         todo: int,
         started: float,
         run: int,
+        origin: str,
         emulated: bool,
         budget: BudgetPlan | None,
     ) -> None:
         self.conf, self.target, self.source_rows, self.todo = conf, target, source_rows, todo
         self.started, self.run, self.emulated, self.budget = started, run, emulated, budget
+        self.origin = origin
 
     def of(self, done: ChunkStats, *, stopped: bool = False) -> JobSummary:
         conf, plan = self.conf, self.budget
@@ -173,6 +180,7 @@ class _Summary:
             max_error_rate=conf.max_error_rate,
             run_id=f"r{self.run:05d}",
             emulated=self.emulated,
+            origin=self.origin,
             price=conf.price,
             budget=outcome,
         )
