@@ -158,37 +158,44 @@ CONFIG_PROPERTY = "dbstruct.config."
 CONFIG_FILE = "_dbstruct_configs.json"
 
 
-def _table_properties(spark: SparkSession, sql_name: str) -> dict[str, str]:
-    rows = spark.sql(f"SHOW TBLPROPERTIES {sql_name}").collect()
-    return {str(row[0]): str(row[1]) for row in rows}
+class _TableTarget(Target):
+    """A catalog table (or a Delta path): its origin and runs' fingerprints are table
+    properties of ``sql_name``."""
 
+    sql_name: str
 
-def _table_origin(spark: SparkSession, sql_name: str) -> str | None:
-    return _table_properties(spark, sql_name).get(ORIGIN_PROPERTY)
+    def _properties(self) -> dict[str, str]:
+        rows = self.spark.sql(f"SHOW TBLPROPERTIES {self.sql_name}").collect()
+        return {str(row[0]): str(row[1]) for row in rows}
 
+    def _set_property(self, key: str, value: str) -> None:
+        quoted = value.replace("\\", "\\\\").replace("'", "\\'")
+        self.spark.sql(f"ALTER TABLE {self.sql_name} SET TBLPROPERTIES ('{key}' = '{quoted}')")
 
-def _set_table_property(spark: SparkSession, sql_name: str, key: str, value: str) -> None:
-    quoted = value.replace("\\", "\\\\").replace("'", "\\'")
-    spark.sql(f"ALTER TABLE {sql_name} SET TBLPROPERTIES ('{key}' = '{quoted}')")
+    def origin(self) -> str | None:
+        return self._properties().get(ORIGIN_PROPERTY) if self.exists() else None
 
+    def record_origin(self, origin: str) -> None:
+        self._set_property(ORIGIN_PROPERTY, origin)
 
-def _table_run_configs(spark: SparkSession, sql_name: str) -> dict[int, str]:
-    found = {}
-    for key, value in _table_properties(spark, sql_name).items():
-        match = re.fullmatch(re.escape(CONFIG_PROPERTY) + r"r(\d+)", key)
-        if match:
-            found[int(match.group(1))] = value
-    return found
+    def run_configs(self) -> dict[int, str]:
+        if not self.exists():
+            return {}
+        found = {}
+        for key, value in self._properties().items():
+            match = re.fullmatch(re.escape(CONFIG_PROPERTY) + r"r(\d+)", key)
+            if match:
+                found[int(match.group(1))] = value
+        return found
 
-
-def _record_table_run_config(spark: SparkSession, sql_name: str, run: int, fp: str) -> None:
-    _set_table_property(spark, sql_name, f"{CONFIG_PROPERTY}r{run:05d}", fp)
+    def record_run_config(self, run: int, fingerprint: str) -> None:
+        self._set_property(f"{CONFIG_PROPERTY}r{run:05d}", fingerprint)
 
 
 # ---------------------------------------------------------------- Delta
 
 
-class DeltaTarget(Target):
+class DeltaTarget(_TableTarget):
     format = "delta"
 
     def __init__(
@@ -224,18 +231,6 @@ class DeltaTarget(Target):
         self.spark.sql(f"DELETE FROM {self.sql_name} WHERE batch = '{batch}'")
         return True
 
-    def origin(self) -> str | None:
-        return _table_origin(self.spark, self.sql_name) if self.exists() else None
-
-    def record_origin(self, origin: str) -> None:
-        _set_table_property(self.spark, self.sql_name, ORIGIN_PROPERTY, origin)
-
-    def run_configs(self) -> dict[int, str]:
-        return _table_run_configs(self.spark, self.sql_name) if self.exists() else {}
-
-    def record_run_config(self, run: int, fingerprint: str) -> None:
-        _record_table_run_config(self.spark, self.sql_name, run, fingerprint)
-
     def settle(self) -> int:
         if not self.exists():
             return 0
@@ -254,14 +249,14 @@ class DeltaTarget(Target):
 # ---------------------------------------------------------------- Parquet table
 
 
-class ParquetTableTarget(Target):
+class ParquetTableTarget(_TableTarget):
     """A non-Delta catalog table (local sessions without delta-spark): append only."""
 
     format = "parquet"
 
     def __init__(self, spark: SparkSession, id_column: str, table: str) -> None:
         super().__init__(spark, id_column, table)
-        self.table = table
+        self.table = self.sql_name = table
 
     def exists(self) -> bool:
         return bool(self.spark.catalog.tableExists(self.table))
@@ -277,18 +272,6 @@ class ParquetTableTarget(Target):
 
     def settle(self) -> int:
         return 0  # only retries make duplicates, and they are refused here
-
-    def origin(self) -> str | None:
-        return _table_origin(self.spark, self.table) if self.exists() else None
-
-    def record_origin(self, origin: str) -> None:
-        _set_table_property(self.spark, self.table, ORIGIN_PROPERTY, origin)
-
-    def run_configs(self) -> dict[int, str]:
-        return _table_run_configs(self.spark, self.table) if self.exists() else {}
-
-    def record_run_config(self, run: int, fingerprint: str) -> None:
-        _record_table_run_config(self.spark, self.table, run, fingerprint)
 
     def supports_retry(self) -> bool:
         return False

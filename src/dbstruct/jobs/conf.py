@@ -448,6 +448,3 @@ def _check_names(conf: JobConfig) -> None:
             f"target: output column(s) {clash} collide with the id, keep, status or job columns "
             f"({', '.join(taken)}); rename the result column or use output: struct"
         )
-
-
-# ---------------------------------------------------------------- target placeholders

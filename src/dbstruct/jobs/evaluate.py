@@ -282,6 +282,7 @@ def _stored(spark: SparkSession, conf: JobConfig, origin: str, ids: DataFrame) -
     if not runs:
         return None
     t = target.read()
+    columns = t.columns
     newest = F.row_number().over(Window.partitionBy(id_column).orderBy(F.col("batch").desc()))
     t = t.withColumn("_dbstruct_n", newest).where(F.col("_dbstruct_n") == 1)
     t = t.where(batch_run(F.col("batch")).isin(runs))
@@ -291,7 +292,7 @@ def _stored(spark: SparkSession, conf: JobConfig, origin: str, ids: DataFrame) -
         value = F.col(conf.target.result_column)
     else:  # a column per field: the target's columns but the id, kept and status ones
         taken = {id_column, *conf.source.keep_columns, *STATUS_COLUMNS, *JOB_COLUMNS}
-        names = [c for c in target.read().columns if c not in taken]
+        names = [c for c in columns if c not in taken]
         answered = functools.reduce(operator.or_, [F.col(n).isNotNull() for n in names])
         value = F.when(answered, F.struct(*names))  # a failed row's fields are all null
     found = t.select(
